@@ -1,0 +1,142 @@
+"""One typed settings object, read from ``SIYU_*`` environment variables and ``.env``.
+
+Every setting has a type, a default that matches the local stack started by
+``make up`` (``deploy/local/``), and a description. Settings are validated at
+start-up; a bad value is reported in one line naming the variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """siyu configuration. Environment variable = ``SIYU_`` + upper-case field name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIYU_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092",
+        description="Kafka bootstrap servers, comma-separated host:port.",
+    )
+    app_id: str = Field(
+        default="siyu",
+        description="Faust application id: consumer group and prefix of internal topics.",
+    )
+    topic_events: str = Field(default="siyu.events", description="Where brand apps send events.")
+    topic_dead_letters: str = Field(
+        default="siyu.dead-letters",
+        description="Rejected input: original bytes as value, reason and source in headers.",
+    )
+    topic_rows: str = Field(
+        default="siyu.rows", description="Row changes (batches) for the ClickHouse sink."
+    )
+    topic_partitions: int = Field(
+        default=4, ge=1, description="Partitions of topics the worker creates."
+    )
+    topic_replication: int = Field(
+        default=1, ge=1, description="Replication factor of topics the worker creates."
+    )
+
+    # --- ClickHouse ----------------------------------------------------------------------------
+    clickhouse_url: str = Field(
+        default="clickhouse://default:@127.0.0.1:19000/siyu",
+        description="ClickHouse native-protocol URL: clickhouse://user:password@host:port/database.",
+    )
+
+    # --- Sink ------------------------------------------------------------------------------------
+    sink_max_rows: int = Field(
+        default=5000, ge=1, description="Most rows per ClickHouse insert (per table)."
+    )
+    sink_max_messages: int = Field(
+        default=500, ge=1, description="Most row-batch messages the sink takes per flush."
+    )
+    sink_flush_seconds: float = Field(
+        default=1.0, gt=0, description="Longest a row waits before its batch is inserted, seconds."
+    )
+    sink_retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Cap of the exponential backoff between insert retries."
+    )
+
+    # --- Worker ----------------------------------------------------------------------------------
+    worker_web_port: int = Field(
+        default=6066, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics."
+    )
+    worker_web_host: str = Field(default="127.0.0.1", description="Address the web port binds.")
+    store: Literal["memory", "rocksdb"] = Field(
+        default="memory",
+        description="Faust table store; rocksdb needs `pip install siyu[rocksdb]`.",
+    )
+    data_dir: str = Field(default=".local/worker", description="Directory for worker state.")
+    ingest_batch: int = Field(
+        default=500, ge=1, description="Most messages the ingest agent takes per batch."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of siyu processes."
+    )
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str) -> str:
+        for part in v.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _check_clickhouse_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("clickhouse", "clickhouses") or not parts.hostname:
+            raise ValueError(f"expected clickhouse://user:password@host:port/database, got {v!r}")
+        return v
+
+    @property
+    def kafka_broker_urls(self) -> list[str]:
+        """Bootstrap servers as Faust broker URLs."""
+        return [f"kafka://{p.strip()}" for p in self.kafka_bootstrap.split(",")]
+
+    @property
+    def clickhouse_database(self) -> str:
+        """Database name from the URL (default ``siyu``)."""
+        return urlsplit(self.clickhouse_url).path.strip("/") or "siyu"
+
+    @property
+    def clickhouse_address(self) -> str:
+        """host:port of ClickHouse, for messages."""
+        parts = urlsplit(self.clickhouse_url)
+        return f"{parts.hostname}:{parts.port or 9000}"
+
+
+def load_settings() -> Settings:
+    """Read and validate settings; a bad value raises :class:`ConfigError` naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise ConfigError(
+            f"invalid setting SIYU_{field.upper()}: {first['msg']} "
+            "(set it in the environment or in .env)"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
