@@ -1,0 +1,168 @@
+"""The ``siyu`` command line: worker, migrate, schemas, check, demo, summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.errors import SiyuError
+from pipeline.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _fail(err: SiyuError) -> None:
+    click.echo(f"siyu: {err}", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    """Reports SiyuError as one line and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SiyuError as err:
+            _fail(err)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """siyu: which KOLs and which customers really bring customers, live."""
+
+
+@main.command()
+def worker() -> None:
+    """Run one worker: ingest agent, state agents and the ClickHouse sink."""
+    from faust.worker import Worker
+
+    from pipeline.app import create_app
+    from pipeline.topics import ensure_topics, topic_specs
+
+    s = _settings()
+    logging.basicConfig(
+        level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    created = ensure_topics(s.kafka_bootstrap, topic_specs(s))
+    if created:
+        click.echo(f"created topics: {', '.join(created)}")
+    _check_clickhouse(s)
+    Path(s.data_dir).mkdir(parents=True, exist_ok=True)
+    app = create_app(s)
+    Worker(app, loglevel=s.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def _check_clickhouse(s: Settings) -> None:
+    from pipeline.sink.clickhouse import CONNECTION_ERRORS, client_from_url, unavailable
+
+    client = client_from_url(s.clickhouse_url, database="default")
+    try:
+        client.execute("SELECT 1")
+    except CONNECTION_ERRORS as err:
+        raise unavailable(s.clickhouse_url, err) from None
+    finally:
+        client.disconnect()
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the ClickHouse schema (safe to run twice)."""
+    from pipeline.sink.clickhouse import (
+        CONNECTION_ERRORS,
+        client_from_url,
+        server_version,
+        unavailable,
+    )
+    from pipeline.sink.migrations import migrate as run_migrations
+
+    s = _settings()
+    client = client_from_url(s.clickhouse_url, database="default")
+    try:
+        run_migrations(client, s.clickhouse_database, server_version(client), log=click.echo)
+    except CONNECTION_ERRORS as err:
+        raise unavailable(s.clickhouse_url, err) from None
+    finally:
+        client.disconnect()
+
+
+@main.command()
+def topics() -> None:
+    """Create the pipeline's Kafka topics if missing and check existing ones."""
+    from pipeline.topics import ensure_topics, topic_specs
+
+    s = _settings()
+    created = ensure_topics(s.kafka_bootstrap, topic_specs(s))
+    click.echo(f"created: {', '.join(created)}" if created else "all topics present and correct")
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Fail if the files differ from the models.")
+@click.option(
+    "--dir",
+    "out_dir",
+    default="schemas/v1",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+def schemas(check: bool, out_dir: Path) -> None:
+    """Write the JSON Schemas of the event contract (generated from the Pydantic models)."""
+    from pipeline.events import event_json_schemas
+
+    stale = []
+    for name, schema in event_json_schemas().items():
+        text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        path = out_dir / name
+        if check:
+            if not path.exists() or path.read_text("utf-8") != text:
+                stale.append(str(path))
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, "utf-8")
+            click.echo(f"wrote {path}")
+    if stale:
+        raise click.ClickException(
+            f"schemas differ from the models: {', '.join(stale)}; run `siyu schemas`"
+        )
+
+
+@main.command()
+def check() -> None:
+    """Check that Kafka and ClickHouse answer, in one line each."""
+    from pipeline.topics import admin_client
+
+    s = _settings()
+    admin = admin_client(s.kafka_bootstrap)
+    admin.close()
+    click.echo(f"kafka      {s.kafka_bootstrap}: ok")
+    _check_clickhouse(s)
+    click.echo(f"clickhouse {s.clickhouse_address}: ok")
+
+
+@main.command()
+@click.option("--events", "n_events", default=5000, show_default=True, help="Events to generate.")
+@click.option("--seed", default=7, show_default=True, help="Random seed (same seed, same run).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ClickHouse.")
+def demo(n_events: int, seed: int, timeout: float) -> None:
+    """Send generated events (with some bad ones) and print what landed in ClickHouse."""
+    from pipeline.demo import run_demo
+
+    run_demo(_settings(), n_events=n_events, seed=seed, timeout=timeout, echo=click.echo)
+
+
+@main.command()
+def summary() -> None:
+    """Print events by type and dead letters by reason, read back from ClickHouse."""
+    from pipeline.demo import print_summary
+
+    print_summary(_settings(), echo=click.echo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Ingest: raw Kafka messages in, accepted events and dead letters out. No Faust, no I/O.
+
+Each message is decoded on its own (one event or an envelope), so one bad message or one
+bad element never takes good events down with it. An unexpected exception while handling a
+message is itself turned into a dead letter (reason ``processing_error``) with the original
+bytes: the worker never crashes on input.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pipeline.deadletter import Source, dead_letter_headers
+from pipeline.events import (
+    ClickEvent,
+    PurchaseEvent,
+    Reject,
+    RejectReason,
+    ShareEvent,
+    decode_message,
+)
+
+log = logging.getLogger(__name__)
+
+AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message for the dead-letter topic: original key and bytes, reason in headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    reason: str
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What a batch of messages produced: accepted events (with their source) and rejects."""
+
+    accepted: list[tuple[AnyEvent, Source]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def reject(self, key: bytes | None, reject: Reject, source: Source) -> None:
+        self.dead_letters.append(
+            DeadLetter(key, reject.payload, dead_letter_headers(reject, source), reject.reason)
+        )
+
+
+def ingest_message(
+    result: IngestResult, key: bytes | None, value: bytes | None, source: Source
+) -> None:
+    """Decode one message into ``result``; never raises for bad input."""
+    raw = value or b""
+    try:
+        decoded = decode_message(raw)
+    except Exception as err:  # a bug must not stop the stream; keep the bytes and say why
+        log.exception("ingest failed on %s[%d]@%d", source.topic, source.partition, source.offset)
+        result.reject(key, Reject(RejectReason.PROCESSING_ERROR, repr(err), raw), source)
+        return
+    for event in decoded.events:
+        result.accepted.append((event, source))
+    for rej in decoded.rejects:
+        result.reject(key, rej, source)

@@ -1,0 +1,144 @@
+"""Row batches: what agents publish for the sink, and the rows of each sink table.
+
+A :class:`RowBatch` is one Kafka message on the rows topic: a table name, its column names
+and many rows of JSON-native values (DateTime as integer POSIX seconds, Decimal as a
+string), so one message carries a whole batch and the sink pays per-message costs once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
+
+Row = list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A sink table: its name and the columns agents fill, in order."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+EVENTS = TableSpec(
+    "events",
+    (
+        "brand_id",
+        "event_id",
+        "type",
+        "schema_version",
+        "user_id",
+        "occurred_at",
+        "channel",
+        "kol_id",
+        "campaign_id",
+        "share_id",
+        "parent_share_id",
+        "target_id",
+        "order_id",
+        "amount",
+        "currency",
+        "properties",
+        "received_at",
+        "ingested_at",
+        "kafka_partition",
+        "kafka_offset",
+    ),
+)
+
+DEAD_LETTERS = TableSpec(
+    "dead_letters",
+    (
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "element_index",
+        "source_timestamp",
+        "brand_id",
+        "reason",
+        "detail",
+        "payload",
+        "dead_lettered_at",
+    ),
+)
+
+#: Every table the sink may write; a batch naming another table is refused.
+TABLES: dict[str, TableSpec] = {t.name: t for t in (EVENTS, DEAD_LETTERS)}
+
+
+@dataclass(frozen=True, slots=True)
+class RowBatch:
+    """Rows for one table."""
+
+    table: str
+    columns: Sequence[str]
+    rows: list[Row]
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"table": self.table, "columns": list(self.columns), "rows": self.rows})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> RowBatch:
+        """Parse a rows-topic message; raises ValueError when it is not a valid batch."""
+        obj = orjson.loads(raw)
+        if not isinstance(obj, dict):
+            raise ValueError("row batch is not a JSON object")
+        table, columns, rows = obj.get("table"), obj.get("columns"), obj.get("rows")
+        spec = TABLES.get(table) if isinstance(table, str) else None
+        if spec is None:
+            raise ValueError(f"unknown sink table {table!r}")
+        if not isinstance(columns, list) or not set(columns) <= set(spec.columns):
+            raise ValueError(f"columns {columns!r} are not columns of {spec.name}")
+        if not isinstance(rows, list) or any(
+            not isinstance(r, list) or len(r) != len(columns) for r in rows
+        ):
+            raise ValueError("rows must be lists as long as the column list")
+        return cls(spec.name, tuple(columns), rows)
+
+
+def _ts(value: Any) -> int:
+    return int(value.timestamp()) if value is not None else 0
+
+
+def event_row(
+    event: ClickEvent | ShareEvent | PurchaseEvent, partition: int, offset: int, ingested_at: int
+) -> Row:
+    """The ``events`` row of an accepted event (columns of :data:`EVENTS`).
+
+    ``ingested_at`` is wall time in POSIX seconds; absent optional ids become ``''``.
+    """
+    order_id, amount, currency, parent, target = "", "0", "", "", ""
+    if isinstance(event, PurchaseEvent):
+        order_id, amount, currency = event.order_id, str(event.amount), event.currency
+    else:
+        target = event.target_id or ""
+        if isinstance(event, ShareEvent):
+            parent = event.parent_share_id or ""
+    return [
+        event.brand_id,
+        event.event_id,
+        event.type,
+        event.schema_version,
+        event.user_id,
+        _ts(event.occurred_at),
+        event.channel,
+        event.kol_id or "",
+        event.campaign_id or "",
+        event.share_id or "",
+        parent,
+        target,
+        order_id,
+        amount,
+        currency,
+        orjson.dumps(event.properties).decode() if event.properties else "",
+        _ts(event.received_at),
+        ingested_at,
+        partition,
+        offset,
+    ]

@@ -1,0 +1,172 @@
+"""Inserting row batches into ClickHouse: retries with backoff, isolation of poison rows.
+
+An insert either succeeds or keeps being retried: the sink never acknowledges rows that
+ClickHouse has not accepted. Two kinds of failure are told apart:
+
+* the server is unreachable or busy (network errors, too many parts, memory, timeouts):
+  wait with capped exponential backoff and try again, for as long as it takes;
+* ClickHouse refuses the data itself (a value it cannot store): the batch is split in
+  halves until the refused rows are found; they go to ``dead_letters`` with reason
+  ``sink_rejected`` and the rest is inserted. One bad row never blocks the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from pipeline.sink.clickhouse import check_identifier, client_from_url
+from pipeline.sink.rows import DEAD_LETTERS, Row
+
+log = logging.getLogger(__name__)
+
+#: Server error codes that mean "this data cannot be stored", not "try later".
+DATA_ERROR_CODES = frozenset(
+    {
+        6,
+        27,
+        38,
+        41,
+        53,
+        69,
+        70,
+        72,
+        131,
+        190,
+        321,
+        407,  # parse/convert/type/overflow/size
+    }
+)
+_CLIENT_DATA_ERRORS = (TypeError, ValueError, OverflowError, struct.error, UnicodeError)
+
+
+class ClickHouseWriter:
+    """Inserts rows into ``database`` tables; one connection, used from one worker thread."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        retry_max_seconds: float = 30.0,
+        on_retry: Callable[[str, BaseException, float], None] | None = None,
+    ) -> None:
+        self._url = url
+        self._db = check_identifier(database)
+        self._retry_max = retry_max_seconds
+        self._client: Client | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="siyu-ch")
+        self._on_retry = on_retry
+        self.failures = 0
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+        self._pool.shutdown(wait=False)
+
+    def _insert_sync(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+        if self._client is None:
+            self._client = client_from_url(self._url, database=self._db)
+        cols = ", ".join(check_identifier(c) for c in columns)
+        try:
+            self._client.execute(
+                f"INSERT INTO {self._db}.{check_identifier(table)} ({cols}) VALUES", rows
+            )
+        except BaseException:
+            # A failed insert can leave the connection mid-protocol: start afresh next time.
+            self._client.disconnect()
+            self._client = None
+            raise
+
+    async def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: list[Row],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> int:
+        """Insert ``rows``; returns how many went to ``dead_letters`` as refused by ClickHouse.
+
+        Retries transient failures until they succeed or ``stopping()`` is true, in which case
+        :class:`asyncio.CancelledError` is raised and nothing may be acknowledged.
+        """
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                await loop.run_in_executor(self._pool, self._insert_sync, table, columns, rows)
+                return 0
+            except _CLIENT_DATA_ERRORS as err:
+                return await self._isolate(table, columns, rows, err, stopping)
+            except ch_errors.ServerException as err:
+                if err.code in DATA_ERROR_CODES:
+                    return await self._isolate(table, columns, rows, err, stopping)
+                reason: BaseException = err
+            except (ch_errors.Error, OSError, EOFError) as err:
+                reason = err
+            attempt += 1
+            self.failures += 1
+            delay = min(self._retry_max, 0.25 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+            if self._on_retry is not None:
+                self._on_retry(table, reason, delay)
+            log.warning(
+                "ClickHouse insert into %s (%d rows) failed, attempt %d: %s; retrying in %.1fs",
+                table,
+                len(rows),
+                attempt,
+                _one_line(reason),
+                delay,
+            )
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if stopping():
+                    raise asyncio.CancelledError("stopping while ClickHouse is unavailable")
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    async def _isolate(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: list[Row],
+        err: BaseException,
+        stopping: Callable[[], bool],
+    ) -> int:
+        if len(rows) == 1:
+            if table == DEAD_LETTERS.name:
+                log.error("ClickHouse refused a dead-letter row, keeping it in the log: %r", rows)
+                raise RuntimeError(f"dead_letters row refused by ClickHouse: {_one_line(err)}")
+            now = int(time.time())
+            record = dict(zip(columns, rows[0], strict=True))
+            letter = [
+                f"siyu-sink:{table}",
+                0,
+                0,
+                -1,
+                now,
+                str(record.get("brand_id", "")),
+                "sink_rejected",
+                _one_line(err)[:2000],
+                orjson.dumps(record, default=str),
+                now,
+            ]
+            log.error("ClickHouse refused a row of %s, dead-lettered: %s", table, _one_line(err))
+            await self.insert(DEAD_LETTERS.name, DEAD_LETTERS.columns, [letter], stopping)
+            return 1
+        mid = len(rows) // 2
+        return await self.insert(table, columns, rows[:mid], stopping) + await self.insert(
+            table, columns, rows[mid:], stopping
+        )
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,117 @@
+"""Kafka topics siyu reads and writes: specs from settings, created when missing, checked.
+
+The worker calls :func:`ensure_topics` before starting: missing topics are created with the
+configured partitions, replication and configs; an existing topic that disagrees (partition
+count, cleanup policy) stops the start-up with a message saying what differs, because keyed
+state would silently split across the wrong partitions otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import KafkaError
+
+from pipeline.errors import ServiceUnavailable, TopicMismatch
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic as siyu needs it."""
+
+    name: str
+    partitions: int
+    replication: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(s: Settings) -> list[TopicSpec]:
+    """The external topics of the pipeline (Faust creates its own internal ones)."""
+    return [
+        TopicSpec(
+            s.topic_events, s.topic_partitions, s.topic_replication, {"cleanup.policy": "delete"}
+        ),
+        TopicSpec(
+            s.topic_dead_letters,
+            s.topic_partitions,
+            s.topic_replication,
+            {"cleanup.policy": "delete"},
+        ),
+        TopicSpec(
+            s.topic_rows, s.topic_partitions, s.topic_replication, {"cleanup.policy": "delete"}
+        ),
+    ]
+
+
+def admin_client(bootstrap: str) -> KafkaAdminClient:
+    """An admin client, or :class:`ServiceUnavailable` with what to do."""
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="siyu-admin", request_timeout_ms=15000
+        )
+    except (KafkaError, OSError) as err:
+        raise ServiceUnavailable(
+            f"Kafka at {bootstrap} is not reachable ({type(err).__name__}); "
+            "start the local stack with `make up`, or set SIYU_KAFKA_BOOTSTRAP"
+        ) from None
+
+
+def _topic_configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
+    result: Any = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name)], config_filter="all"
+    )
+    found: dict[str, str] = {}
+    for by_name in result.values():
+        for key, value in by_name.get(name, {}).items():
+            found[key] = str(value.get("value") if isinstance(value, dict) else value)
+    return found
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    """Create missing topics and check existing ones. Returns the names created."""
+    admin = admin_client(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in specs if t.name not in existing]
+        if missing:
+            admin.create_topics(
+                {
+                    t.name: {
+                        "num_partitions": t.partitions,
+                        "replication_factor": t.replication,
+                        "configs": t.configs,
+                    }
+                    for t in missing
+                },
+                wait_for_metadata=True,
+            )
+        problems: list[str] = []
+        present = [t for t in specs if t.name in existing]
+        described = (
+            {d["name"]: d for d in admin.describe_topics([t.name for t in present])}
+            if present
+            else {}
+        )
+        for t in present:
+            have = len(described[t.name]["partitions"])
+            if have != t.partitions:
+                problems.append(
+                    f"{t.name} has {have} partitions, siyu is configured for "
+                    f"{t.partitions} (SIYU_TOPIC_PARTITIONS)"
+                )
+            configs = _topic_configs(admin, t.name)
+            for key, want in t.configs.items():
+                if configs.get(key) != want:
+                    problems.append(f"{t.name} has {key}={configs.get(key)}, siyu needs {want}")
+        if problems:
+            raise TopicMismatch(
+                "existing topics disagree with the configuration: "
+                + "; ".join(problems)
+                + ". Fix the topics or the settings; siyu will not guess."
+            )
+        return [t.name for t in missing]
+    finally:
+        admin.close()

@@ -1,0 +1,136 @@
+"""Helpers to run siyu for real in integration tests: isolated names, a worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.settings import Settings
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class PipelineEnv:
+    """A private namespace on the shared stack: its own topics, group ids and database."""
+
+    kafka_bootstrap: str
+    clickhouse_port: int
+    name: str
+
+    @classmethod
+    def fresh(cls, kafka_bootstrap: str, clickhouse_port: int) -> PipelineEnv:
+        return cls(kafka_bootstrap, clickhouse_port, f"t{uuid.uuid4().hex[:10]}")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        values = {
+            "SIYU_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "SIYU_CLICKHOUSE_URL": f"clickhouse://default:@127.0.0.1:{self.clickhouse_port}/"
+            f"siyu_{self.name}",
+            "SIYU_APP_ID": f"siyu-{self.name}",
+            "SIYU_TOPIC_EVENTS": f"{self.name}.events",
+            "SIYU_TOPIC_DEAD_LETTERS": f"{self.name}.dead-letters",
+            "SIYU_TOPIC_ROWS": f"{self.name}.rows",
+            "SIYU_DATA_DIR": str(REPO / ".local" / "test-workers" / self.name),
+            "SIYU_SINK_FLUSH_SECONDS": "0.3",
+        }
+        values.update(extra)
+        return values
+
+    def settings(self, **extra: str) -> Settings:
+        fields = {k.removeprefix("SIYU_").lower(): v for k, v in self.env(**extra).items()}
+        return Settings(**fields)  # type: ignore[arg-type]
+
+    def siyu(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env={**os.environ, **self.env(**extra)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=REPO,
+        )
+
+
+class Worker:
+    """A ``siyu worker`` process."""
+
+    def __init__(self, penv: PipelineEnv, log_path: Path, **extra: str) -> None:
+        self.port = free_port()
+        env = {**os.environ, **penv.env(SIYU_WORKER_WEB_PORT=str(self.port), **extra)}
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"worker exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        wait_for(self.ready, timeout, f"worker ready (log {self.log_path})")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+@contextmanager
+def running_worker(penv: PipelineEnv, log_path: Path, **extra: str) -> Iterator[Worker]:
+    worker = Worker(penv, log_path, **extra)
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()
