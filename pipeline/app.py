@@ -38,6 +38,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.02,
         producer_max_batch_size=1024 * 1024,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         stream_buffer_maxsize=4096,
         # Our own start-up logging; Faust's banner is noise in service logs.
         loghandlers=[],

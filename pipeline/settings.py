@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     topic_rows: str = Field(
         default="siyu.rows", description="Row changes (batches) for the ClickHouse sink."
     )
+    topic_by_user: str = Field(
+        default="siyu.by-user", description="Messages for user state, partitioned by user."
+    )
+    topic_by_share: str = Field(
+        default="siyu.by-share", description="Messages for share state, partitioned by share."
+    )
+    topic_by_sharer: str = Field(
+        default="siyu.by-sharer",
+        description="Messages for referrer (KOC) state, partitioned by sharer.",
+    )
     topic_partitions: int = Field(
         default=4, ge=1, description="Partitions of topics the worker creates."
     )
@@ -85,6 +95,38 @@ class Settings(BaseSettings):
     ingest_batch: int = Field(
         default=500, ge=1, description="Most messages the ingest agent takes per batch."
     )
+    processor_batch: int = Field(
+        default=200, ge=1, description="Most messages a state agent takes per batch."
+    )
+
+    session_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds before a silent worker's partitions move to the others "
+        "(consumer group session timeout): how fast a crashed worker is replaced.",
+    )
+
+    # --- Domain rules (DESIGN.md "Domain rules") -----------------------------------------------
+    attribution_window_s: int = Field(
+        default=7 * 86_400, ge=0, description="Attribution window, seconds of event time."
+    )
+    allowed_lateness_s: int = Field(
+        default=86_400,
+        ge=0,
+        description="Events older than the watermark minus this are too late for attribution.",
+    )
+    koc_min_buyers: int = Field(
+        default=2, ge=1, description="Distinct other buyers a user's shares must bring (KOC N)."
+    )
+    koc_window_s: int = Field(
+        default=30 * 86_400, ge=0, description="Window of the KOC rule, seconds (KOC D)."
+    )
+    sweep_every_s: int = Field(
+        default=3600,
+        ge=1,
+        description="Event time the watermark must advance before expired state is swept.",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of siyu processes."
     )

@@ -29,20 +29,22 @@ class TopicSpec:
 
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
-    """The external topics of the pipeline (Faust creates its own internal ones)."""
+    """The topics of the pipeline (Faust creates its changelogs itself, compacted).
+
+    The three ``by-*`` topics carry messages between the state agents; their partition
+    count must equal the changelogs', which is why all share ``SIYU_TOPIC_PARTITIONS``.
+    """
+    names = (
+        s.topic_events,
+        s.topic_dead_letters,
+        s.topic_rows,
+        s.topic_by_user,
+        s.topic_by_share,
+        s.topic_by_sharer,
+    )
     return [
-        TopicSpec(
-            s.topic_events, s.topic_partitions, s.topic_replication, {"cleanup.policy": "delete"}
-        ),
-        TopicSpec(
-            s.topic_dead_letters,
-            s.topic_partitions,
-            s.topic_replication,
-            {"cleanup.policy": "delete"},
-        ),
-        TopicSpec(
-            s.topic_rows, s.topic_partitions, s.topic_replication, {"cleanup.policy": "delete"}
-        ),
+        TopicSpec(name, s.topic_partitions, s.topic_replication, {"cleanup.policy": "delete"})
+        for name in names
     ]
 
 

@@ -1,8 +1,22 @@
-"""The Faust topology: agents that move events to the pure logic and results to topics.
+"""The Faust topology: agents that move messages to the pure domain core and results out.
 
-Faust acknowledges a batch when the agent raises or is cancelled. So every batch here is
-run to completion (shielded from cancellation) and its output is confirmed by Kafka before
-the batch is acknowledged; errors are handled inside, never left to Faust.
+Read top to bottom, the data path is::
+
+    siyu.events ──ingest──▶ siyu.rows (events table)      bad input ──▶ siyu.dead-letters
+                    │
+                    └─▶ siyu.by-user / siyu.by-share ──state agents──▶ siyu.by-* (follow-ups)
+                                                            └──────────▶ siyu.rows
+
+Every message between agents is an *envelope*: the :class:`~pipeline.domain.Addressed`
+messages of one batch for one partition, plus the sender's watermark. Partitions are chosen
+here, by :func:`partition_for`, so a key's messages, its table entry and its changelog
+record all live in the same partition number (Faust writes a table's changelog to the
+partition of the event being processed; this module sets that event per partition).
+
+Faust acknowledges a batch when the agent raises or is cancelled. So every batch is run to
+completion (shielded from cancellation), its output is confirmed by Kafka before the batch
+counts as done, and errors are handled inside: a message whose domain step raises is
+dead-lettered with the error and its neighbours go on.
 """
 
 from __future__ import annotations
@@ -10,18 +24,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+import weakref
+import zlib
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 from aiokafka.errors import KafkaError
+from faust.streams import _current_event
 
-from pipeline.deadletter import Source
-from pipeline.ingest import IngestResult, ingest_message
+from pipeline.deadletter import Source, dead_letter_headers
+from pipeline.domain import (
+    NO_WATERMARK,
+    Addressed,
+    DomainConfig,
+    KeyedProcessor,
+    ProcessorName,
+    build_processors,
+    route_event,
+    to_us,
+)
+from pipeline.domain.rows import Row as DomainRow
+from pipeline.events import Reject, RejectReason
+from pipeline.ingest import DeadLetter, IngestResult, ingest_message
 from pipeline.settings import Settings
-from pipeline.sink.rows import EVENTS, RowBatch, event_row
+from pipeline.sink.rows import EVENTS, RowBatch, domain_row_batches, event_row
 
 log = logging.getLogger(__name__)
+
+#: A watermark key per partition lives in each state table beside the keys' states.
+_WATERMARK_KEY = b"\x00watermark"
+
+
+def partition_for(brand_id: str, key: str, partitions: int) -> int:
+    """The partition that owns ``(brand_id, key)`` (CRC-32, stable across processes)."""
+    return zlib.crc32(f"{brand_id}\x1f{key}".encode()) % partitions
+
+
+def table_key(brand_id: str, key: str) -> bytes:
+    """A state table's key for ``(brand_id, key)``."""
+    return f"{brand_id}\x1f{key}".encode()
+
+
+def domain_config(s: Settings) -> DomainConfig:
+    """The domain rules' parameters from the settings."""
+    return DomainConfig(
+        attribution_window_s=s.attribution_window_s,
+        allowed_lateness_s=s.allowed_lateness_s,
+        koc_min_buyers=s.koc_min_buyers,
+        koc_window_s=s.koc_window_s,
+    )
 
 
 async def run_to_completion(work: Awaitable[None]) -> None:
@@ -38,33 +94,232 @@ async def run_to_completion(work: Awaitable[None]) -> None:
         raise
 
 
-def register(app: faust.App, s: Settings) -> None:
-    """Declare the topics and agents of the pipeline on ``app``."""
-    events_topic = app.topic(s.topic_events, key_serializer="raw", value_serializer="raw")
-    rows_topic = app.topic(s.topic_rows, key_serializer="raw", value_serializer="raw")
-    dead_topic = app.topic(s.topic_dead_letters, key_serializer="raw", value_serializer="raw")
+@dataclass
+class Output:
+    """What a batch produced: envelopes per (topic, partition), rows, dead letters."""
 
-    async def publish(result: IngestResult) -> None:
+    #: Event-time progress per partition of the events topic (max µs seen there).
+    watermarks: dict[int, int] = field(default_factory=dict)
+    envelopes: dict[tuple[str, int], list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    event_rows: list[list[Any]] = field(default_factory=list)
+    domain_rows: list[DomainRow] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class Topology:
+    """Declares the topics, tables and agents on a Faust app, and publishes their output."""
+
+    def __init__(self, app: faust.App, s: Settings) -> None:
+        self.app = app
+        self.s = s
+        self.processors = build_processors(domain_config(s))
+
+        def topic(name: str) -> Any:
+            return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+        self.events_topic = topic(s.topic_events)
+        self.rows_topic = topic(s.topic_rows)
+        self.dead_topic = topic(s.topic_dead_letters)
+        self.by_topic: dict[ProcessorName, Any] = {
+            ProcessorName.USER: topic(s.topic_by_user),
+            ProcessorName.SHARE: topic(s.topic_by_share),
+            ProcessorName.SHARER: topic(s.topic_by_sharer),
+        }
+        self.topic_names = {name: t.get_topic_name() for name, t in self.by_topic.items()}
+        self.tables = {
+            name: app.Table(
+                f"state-{name.value}",
+                default=None,
+                partitions=s.topic_partitions,
+                key_type=bytes,  # bytes type -> "raw" codec: no Faust codec on the hot path
+                value_type=bytes,
+            )
+            for name in self.processors
+        }
+        # Per partition of each processor: the watermark at the last sweep of expired state.
+        self._swept: dict[tuple[ProcessorName, int], int] = {}
+        # Ingest's progress: per events-topic partition, the largest event time seen.
+        self._ingest_progress: dict[int, int] = {}
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def register(self) -> None:
+        self.app.agent(self.events_topic, name="siyu.ingest")(self._ingest_agent)
+        for name in self.processors:
+            self.app.agent(self.by_topic[name], name=f"siyu.state-{name.value}")(
+                self._state_agent(name)
+            )
+
+    async def _ingest_agent(self, stream: Any) -> None:
+        async for batch in stream.take_events(self.s.ingest_batch, within=0.2):
+            await run_to_completion(self._ingest_batch(batch))
+
+    async def _ingest_batch(self, batch: Sequence[Any]) -> None:
+        result = IngestResult()
+        for event in batch:
+            ingest_message(result, event.message.key, event.value, _source(event))
+        # The batch is judged against the progress from before it, as the domain's Engine
+        # does; the batch's own events move it forward for the next one.
+        out = Output(watermarks=dict(self._ingest_progress), dead_letters=result.dead_letters)
         now = int(time.time())
-        rows = [event_row(ev, src.partition, src.offset, now) for ev, src in result.accepted]
-        batches = [
-            RowBatch(EVENTS.name, EVENTS.columns, rows[i : i + s.sink_max_rows]).encode()
-            for i in range(0, len(rows), s.sink_max_rows)
+        progress = self._ingest_progress
+        for ev, src in result.accepted:
+            out.event_rows.append(event_row(ev, src.partition, src.offset, now))
+            t = to_us(ev.occurred_at)
+            if t > progress.get(src.partition, NO_WATERMARK):
+                progress[src.partition] = t
+            self._address(out, route_event(ev))
+        await self.publish(out)
+
+    def _address(self, out: Output, messages: Iterable[Addressed]) -> None:
+        n = self.s.topic_partitions
+        for m in messages:
+            dest = (self.topic_names[m.processor], partition_for(m.brand_id, m.key, n))
+            out.envelopes[dest].append(m.to_dict())
+
+    # -- state agents ---------------------------------------------------------------------
+
+    def _state_agent(self, name: ProcessorName) -> Any:
+        async def agent(stream: Any) -> None:
+            async for batch in stream.take_events(self.s.processor_batch, within=0.1):
+                await run_to_completion(self._state_batch(name, batch))
+
+        return agent
+
+    async def _state_batch(self, name: ProcessorName, batch: Sequence[Any]) -> None:
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for event in batch:
+            by_partition[event.message.partition].append(event)
+        out = Output()
+        updates = [
+            self._apply_partition(name, partition, events, out)
+            for partition, events in by_partition.items()
+        ]
+        await self.publish(out)
+        # Only now, with the output confirmed by Kafka, do the new states go to the tables
+        # (and their changelogs). A crash in between re-delivers the input, which recomputes
+        # the same output from the old state; the other order could lose that output.
+        for update in updates:
+            update.commit()
+
+    def _apply_partition(
+        self, name: ProcessorName, partition: int, events: list[Any], out: Output
+    ) -> _PartitionUpdate:
+        processor = self.processors[name]
+        table = self.tables[name]
+        wm_key = _WATERMARK_KEY + b":%d" % partition
+        with _in_partition(events[-1]):
+            stored = table.get(wm_key)
+        progress: dict[int, int] = (
+            {int(k): v for k, v in orjson.loads(stored).items()} if stored is not None else {}
+        )
+        batch = _KeyBatch(processor, table, events[-1])
+        for event in events:
+            try:
+                envelope = orjson.loads(event.value)
+                for k, v in envelope["wm"].items():
+                    if v > progress.get(int(k), NO_WATERMARK):
+                        progress[int(k)] = int(v)
+                items = envelope["m"]
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+                self._dead_letter(out, event.value, None, _source(event), err)
+                continue
+            watermark = self.watermark(progress)
+            for index, item in enumerate(items):
+                try:
+                    addressed = Addressed.from_dict(item)
+                    result = batch.step(addressed, watermark)
+                except Exception as err:  # one bad message must not stop the others
+                    log.exception("state step %s failed on %s", name.value, item)
+                    batch.rollback(item)
+                    self._dead_letter(out, orjson.dumps(item), index, _source(event), err)
+                    continue
+                self._address(out, result.messages)
+                out.domain_rows.extend(result.rows)
+        watermark = self.watermark(progress)
+        if watermark - self._swept.get((name, partition), NO_WATERMARK) >= (
+            self.s.sweep_every_s * 1_000_000
+        ):
+            self._sweep(name, partition, watermark, batch, out)
+            self._swept[(name, partition)] = watermark
+        for k, v in progress.items():
+            if v > out.watermarks.get(k, NO_WATERMARK):
+                out.watermarks[k] = v
+        encoded = orjson.dumps({str(k): v for k, v in sorted(progress.items())})
+        return _PartitionUpdate(batch, wm_key, None if encoded == stored else encoded)
+
+    def watermark(self, progress: dict[int, int]) -> int:
+        """The event-time watermark (µs): the least progress over *every* partition of the
+        events topic. A partition nothing was heard from yet holds it back, so a backlog
+        replayed one partition at a time does not make the other partitions' events late.
+        """
+        return min(progress.get(p, NO_WATERMARK) for p in range(self.s.topic_partitions))
+
+    def _sweep(
+        self, name: ProcessorName, partition: int, watermark: int, batch: _KeyBatch, out: Output
+    ) -> None:
+        """Expire old history of every key of ``partition``, including keys restored by
+        recovery that no message has touched since (event time, not wall time)."""
+        n = self.s.topic_partitions
+        for key in list(self.tables[name].keys()):
+            if key.startswith(b"\x00"):
+                continue
+            brand, _, subject = key.decode().partition("\x1f")
+            if partition_for(brand, subject, n) != partition:
+                continue
+            result = batch.expire(key, watermark)
+            self._address(out, result.messages)
+            out.domain_rows.extend(result.rows)
+
+    def _dead_letter(
+        self, out: Output, payload: bytes, index: int | None, source: Source, err: BaseException
+    ) -> None:
+        reject = Reject(
+            RejectReason.PROCESSING_ERROR, f"{type(err).__name__}: {err}", payload, index
+        )
+        out.dead_letters.append(
+            DeadLetter(None, payload, dead_letter_headers(reject, source), reject.reason)
+        )
+
+    # -- output ---------------------------------------------------------------------------
+
+    async def publish(self, out: Output) -> None:
+        """Send a batch's output and wait until Kafka confirmed all of it (acks=all).
+
+        On failure the whole output is sent again: downstream steps and tables are
+        idempotent, so a duplicate is harmless, while acknowledging unsent output would
+        lose it.
+        """
+        max_rows = self.s.sink_max_rows
+        row_batches = [
+            RowBatch(EVENTS.name, EVENTS.columns, out.event_rows[i : i + max_rows]).encode()
+            for i in range(0, len(out.event_rows), max_rows)
+        ]
+        row_batches += [b.encode() for b in domain_row_batches(out.domain_rows, max_rows)]
+        wm = {str(k): v for k, v in out.watermarks.items()}
+        envelopes = [
+            (topic, partition, orjson.dumps({"wm": wm, "m": items}))
+            for (topic, partition), items in out.envelopes.items()
         ]
         attempt = 0
         while True:
             try:
-                futures: list[Any] = [await rows_topic.send(value=b) for b in batches]
-                futures += [
-                    await dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
-                    for dl in result.dead_letters
-                ]
-                # Confirmed by Kafka (acks=all) before the batch counts as done.
+                futures: list[Any] = []
+                for topic, partition, value in envelopes:
+                    futures.append(
+                        await self.app.producer.send(topic, None, value, partition, None, None)
+                    )
+                for value in row_batches:
+                    futures.append(await self.rows_topic.send(value=value))
+                for dl in out.dead_letters:
+                    futures.append(
+                        await self.dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
+                    )
                 await asyncio.gather(*futures)
                 return
             except KafkaError as err:
-                # Resending may duplicate some rows; the sink tables are keyed, so that is
-                # harmless, while acknowledging unsent output would lose it.
                 attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt)
                 log.warning(
@@ -72,16 +327,120 @@ def register(app: faust.App, s: Settings) -> None:
                 )
                 await asyncio.sleep(delay)
 
-    @app.agent(events_topic, name="siyu.ingest")
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
-        # take_events is missing from StreamT (the interface), present on Stream.
-        async for batch in stream.take_events(s.ingest_batch, within=0.2):  # type: ignore[attr-defined]
-            await run_to_completion(_handle(batch))
 
-    async def _handle(batch: Sequence[faust.EventT[bytes]]) -> None:
-        result = IngestResult()
-        for event in batch:
-            msg = event.message
-            src = Source(msg.topic, msg.partition, msg.offset, int((msg.timestamp or 0) * 1000))
-            ingest_message(result, msg.key, event.value, src)
-        await publish(result)
+class _KeyBatch:
+    """The states one batch touches: each read once, stepped many times, written once.
+
+    Coalescing the writes is what keeps table (changelog) cost per key per batch, not per
+    message. If a step raises, the key's state is rebuilt from the table and the messages
+    that succeeded before, so a half-applied step never reaches the table.
+    """
+
+    def __init__(self, processor: KeyedProcessor, table: Any, event: Any) -> None:
+        self.processor = processor
+        self.table = table
+        self.event = event  # any event of the partition: Faust routes table I/O by it
+        self.states: dict[bytes, Any] = {}
+        self.original: dict[bytes, bytes | None] = {}
+        self.applied: dict[bytes, list[tuple[Addressed, int]]] = defaultdict(list)
+        self._current: bytes | None = None
+
+    def _load(self, key: bytes) -> Any:
+        if key in self.states:
+            return self.states[key]
+        with _in_partition(self.event):
+            raw = self.table.get(key)
+        self.original[key] = raw
+        state = None if raw is None else self.processor.state_from_dict(orjson.loads(raw))
+        self.states[key] = state
+        return state
+
+    def step(self, addressed: Addressed, watermark: int) -> Any:
+        key = table_key(addressed.brand_id, addressed.key)
+        self._current = key
+        result = self.processor.step(self._load(key), addressed.message, watermark)
+        self.states[key] = result.state
+        self.applied[key].append((addressed, watermark))
+        return result
+
+    def expire(self, key: bytes, watermark: int) -> Any:
+        state = self._load(key)
+        if state is None:
+            return _EMPTY
+        result = self.processor.expire(state, watermark)
+        self.states[key] = result.state
+        return result
+
+    def rollback(self, item: dict[str, Any]) -> None:
+        key = self._current
+        if key is None:
+            return
+        raw = self.original.get(key)
+        state = None if raw is None else self.processor.state_from_dict(orjson.loads(raw))
+        for addressed, watermark in self.applied.get(key, []):
+            state = self.processor.step(state, addressed.message, watermark).state
+        self.states[key] = state
+        self._current = None
+
+    def write_back(self) -> None:
+        with _in_partition(self.event):
+            self._write_back()
+
+    def _write_back(self) -> None:
+        for key, state in self.states.items():
+            if state is None:
+                if self.original.get(key) is not None:
+                    del self.table[key]
+                continue
+            raw = orjson.dumps(self.processor.state_to_dict(state))
+            if raw != self.original.get(key):
+                self.table[key] = raw
+
+
+@dataclass
+class _PartitionUpdate:
+    """The table writes of one partition's batch, held back until its output is confirmed."""
+
+    batch: _KeyBatch
+    watermark_key: bytes
+    watermark_value: bytes | None
+
+    def commit(self) -> None:
+        self.batch.write_back()
+        if self.watermark_value is not None:
+            with _in_partition(self.batch.event):
+                self.batch.table[self.watermark_key] = self.watermark_value
+
+
+@contextmanager
+def _in_partition(event: Any) -> Iterator[None]:
+    """Make Faust route table reads and writes (store, changelog) to ``event``'s partition.
+
+    Faust takes the partition of a table write from the event being processed; a batch
+    holds events of several partitions, so the partition is set explicitly around I/O.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class _Empty:
+    messages: list[Addressed] = []  # noqa: RUF012 - never mutated
+    rows: list[DomainRow] = []  # noqa: RUF012
+
+
+_EMPTY = _Empty()
+
+
+def _source(event: Any) -> Source:
+    msg = event.message
+    return Source(msg.topic, msg.partition, msg.offset, int((msg.timestamp or 0) * 1000))
+
+
+def register(app: faust.App, s: Settings) -> Topology:
+    """Declare the topics, tables and agents of the pipeline on ``app``."""
+    topology = Topology(app, s)
+    topology.register()
+    return topology

@@ -7,12 +7,16 @@ string), so one message carries a whole batch and the sink pays per-message cost
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from pipeline.domain.rows import ROW_TYPES as DOMAIN_ROW_TYPES
+from pipeline.domain.rows import Row as DomainRow
+from pipeline.domain.rows import coalesce_snapshots
 from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
 
 Row = list[Any]
@@ -141,4 +145,67 @@ def event_row(
         ingested_at,
         partition,
         offset,
+    ]
+
+
+# --- Rows of the domain core (pipeline.domain.rows) ------------------------------------------
+
+
+def column_name(field_name: str) -> str:
+    """ClickHouse column of a domain row field: ``*_us`` microseconds become ``*_at`` DateTime.
+
+    ``first_seen_us`` -> ``first_seen_at``, ``purchased_at_us`` -> ``purchased_at``.
+    """
+    if not field_name.endswith("_us"):
+        return field_name
+    base = field_name[:-3]
+    return base if base.endswith("_at") else f"{base}_at"
+
+
+def _domain_spec(row_type: type[Any]) -> TableSpec:
+    return TableSpec(row_type.table, tuple(column_name(f.name) for f in fields(row_type)))
+
+
+def _to_clickhouse(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name.endswith("_us"):
+        if isinstance(value, tuple | list):
+            return [_seconds(v) for v in value]
+        return _seconds(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [str(v) if isinstance(v, Decimal) else v for v in value]
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _seconds(us: int) -> int:
+    # DateTime holds 1970..2106; sentinels such as "no watermark yet" are clamped to it.
+    return min(max(int(us) // 1_000_000, 0), 2**32 - 1)
+
+
+DOMAIN_TABLES: dict[str, TableSpec] = {t.table: _domain_spec(t) for t in DOMAIN_ROW_TYPES}
+TABLES.update(DOMAIN_TABLES)
+
+
+def domain_row_values(row: DomainRow) -> Row:
+    """A domain row as ClickHouse values, in :data:`DOMAIN_TABLES` column order.
+
+    Event times lose their sub-second part (DateTime is whole seconds on 18.16).
+    """
+    return [_to_clickhouse(f.name, getattr(row, f.name)) for f in fields(row)]
+
+
+def domain_row_batches(rows: Iterable[DomainRow], max_rows: int) -> list[RowBatch]:
+    """Row batches for the sink: snapshots superseded within ``rows`` are dropped first."""
+    by_table: dict[str, list[Row]] = {}
+    for row in coalesce_snapshots(rows):
+        by_table.setdefault(row.table, []).append(domain_row_values(row))
+    return [
+        RowBatch(table, DOMAIN_TABLES[table].columns, values[i : i + max_rows])
+        for table, values in by_table.items()
+        for i in range(0, len(values), max_rows)
     ]

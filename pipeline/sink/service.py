@@ -85,6 +85,8 @@ class SinkService(Service):
             max_poll_records=s.sink_max_messages,
             # A long ClickHouse outage blocks polling; stay in the group meanwhile.
             max_poll_interval_ms=3_600_000,
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
         )
         self._consumer.subscribe(
             [s.topic_rows, s.topic_dead_letters], listener=_FlushOnRevoke(self)

@@ -61,6 +61,9 @@ class PipelineEnv:
             "SIYU_TOPIC_EVENTS": f"{self.name}.events",
             "SIYU_TOPIC_DEAD_LETTERS": f"{self.name}.dead-letters",
             "SIYU_TOPIC_ROWS": f"{self.name}.rows",
+            "SIYU_TOPIC_BY_USER": f"{self.name}.by-user",
+            "SIYU_TOPIC_BY_SHARE": f"{self.name}.by-share",
+            "SIYU_TOPIC_BY_SHARER": f"{self.name}.by-sharer",
             "SIYU_DATA_DIR": str(REPO / ".local" / "test-workers" / self.name),
             "SIYU_SINK_FLUSH_SECONDS": "0.3",
         }
