@@ -20,7 +20,7 @@ Event time rules (``L`` = allowed lateness, ``W`` = watermark, all µs):
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import attrgetter
@@ -405,16 +405,26 @@ class UserProcessor:
     def _derive(self, state: UserState, item: PurchaseItem, out: _Out) -> None:
         touches = state.touches
         shares = state.shares
-        i = bisect_left(touches, item.at_us - self.config.window_us, key=_at)
+        lo = item.at_us - self.config.window_us
+        # Walk back from the purchase: the latest touch that counts wins, so the walk stops
+        # at the first one (keeping its equal-time rivals for the tie-break). Older touches,
+        # known or still awaited, cannot change the outcome. This keeps the cost per
+        # purchase small however long the user's history is.
         candidates: list[Touch] = []
         awaiting = False
-        while i < len(touches) and touches[i].at_us <= item.at_us:
-            touch = self._resolve(state, touches[i])
+        found_at: int | None = None
+        j = bisect_right(touches, item.at_us, key=_at) - 1
+        while j >= 0 and touches[j].at_us >= lo:
+            if found_at is not None and touches[j].at_us < found_at:
+                break
+            touch = self._resolve(state, touches[j])
             if touch is not None:
                 candidates.append(touch)
-            elif touches[i].share_id not in shares:
+                if found_at is None and counts_as_touch(touch, state.user_id):
+                    found_at = touch.at_us
+            elif touches[j].share_id not in shares:
                 awaiting = True
-            i += 1
+            j -= 1
         if awaiting and item.at_us >= state.watermark_us - self.config.lateness_us:
             # A share this purchase may owe credit to has been asked about and
             # the answer is on its way: wait for it rather than emit a credit
