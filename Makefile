@@ -68,3 +68,7 @@ format: install ## Apply ruff's fixes and formatting
 
 clean: down ## Remove the virtualenv and local state (not the Maven cache)
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+
+bench: migrate ## Throughput of one worker vs a plain consumer, and the domain step alone
+	$(PY) -m bench.throughput
+	$(PY) bench/domain_bench.py

@@ -29,7 +29,7 @@ class TopicSpec:
 
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
-    """The topics of the pipeline (Faust creates its changelogs itself, compacted).
+    """The topics of the pipeline, including the state tables' changelogs.
 
     The three ``by-*`` topics carry messages between the state agents; their partition
     count must equal the changelogs', which is why all share ``SIYU_TOPIC_PARTITIONS``.
@@ -42,10 +42,28 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         s.topic_by_share,
         s.topic_by_sharer,
     )
-    return [
+    specs = [
         TopicSpec(name, s.topic_partitions, s.topic_replication, {"cleanup.policy": "delete"})
         for name in names
     ]
+    # The state tables' changelogs (named as Faust names them): compacted, and with as many
+    # partitions as the by-* topics, or a key's state would be restored into the wrong
+    # partition. Created here so a mismatch is caught before Faust starts.
+    specs += [
+        TopicSpec(
+            changelog_topic(s.app_id, name),
+            s.topic_partitions,
+            s.topic_replication,
+            {"cleanup.policy": "compact"},
+        )
+        for name in ("user", "share", "sharer")
+    ]
+    return specs
+
+
+def changelog_topic(app_id: str, processor: str) -> str:
+    """Faust's changelog topic of the ``state-<processor>`` table."""
+    return f"{app_id}-state-{processor}-changelog"
 
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:
@@ -61,7 +79,7 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
         ) from None
 
 
-def _topic_configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
+def topic_configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
     result: Any = admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, name)], config_filter="all"
     )
@@ -104,7 +122,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
                     f"{t.name} has {have} partitions, siyu is configured for "
                     f"{t.partitions} (SIYU_TOPIC_PARTITIONS)"
                 )
-            configs = _topic_configs(admin, t.name)
+            configs = topic_configs(admin, t.name)
             for key, want in t.configs.items():
                 if configs.get(key) != want:
                     problems.append(f"{t.name} has {key}={configs.get(key)}, siyu needs {want}")

@@ -34,7 +34,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 
 from pipeline.deadletter import Source, dead_letter_headers
@@ -52,10 +51,20 @@ from pipeline.domain.rows import Row as DomainRow
 from pipeline.events import Reject, RejectReason
 from pipeline.ingest import DeadLetter, IngestResult, ingest_message
 from pipeline.settings import Settings
-from pipeline.sink.rows import EVENTS, RowBatch, domain_row_batches, event_row
+from pipeline.sink.rows import (
+    EVENTS,
+    MAX_MESSAGE_BYTES,
+    RowBatch,
+    domain_row_batches,
+    event_row,
+    json_array_chunks,
+)
 
 log = logging.getLogger(__name__)
 
+#: Events or messages handled between two yields to the event loop: Kafka heartbeats run on
+#: the same loop, and a batch that held it for the session timeout would cost a rebalance.
+_YIELD_EVERY = 1000
 #: A watermark key per partition lives in each state table beside the keys' states.
 _WATERMARK_KEY = b"\x00watermark"
 
@@ -158,19 +167,25 @@ class Topology:
 
     async def _ingest_batch(self, batch: Sequence[Any]) -> None:
         result = IngestResult()
+        decoded = 0
         for event in batch:
             ingest_message(result, event.message.key, event.value, _source(event))
+            if len(result.accepted) - decoded >= _YIELD_EVERY:
+                decoded = len(result.accepted)
+                await asyncio.sleep(0)  # let heartbeats and fetches run
         # The batch is judged against the progress from before it, as the domain's Engine
         # does; the batch's own events move it forward for the next one.
         out = Output(watermarks=dict(self._ingest_progress), dead_letters=result.dead_letters)
         now = int(time.time())
         progress = self._ingest_progress
-        for ev, src in result.accepted:
+        for i, (ev, src) in enumerate(result.accepted):
             out.event_rows.append(event_row(ev, src.partition, src.offset, now))
             t = to_us(ev.occurred_at)
             if t > progress.get(src.partition, NO_WATERMARK):
                 progress[src.partition] = t
             self._address(out, route_event(ev))
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         await self.publish(out)
 
     def _address(self, out: Output, messages: Iterable[Addressed]) -> None:
@@ -194,7 +209,7 @@ class Topology:
             by_partition[event.message.partition].append(event)
         out = Output()
         updates = [
-            self._apply_partition(name, partition, events, out)
+            await self._apply_partition(name, partition, events, out)
             for partition, events in by_partition.items()
         ]
         await self.publish(out)
@@ -204,7 +219,7 @@ class Topology:
         for update in updates:
             update.commit()
 
-    def _apply_partition(
+    async def _apply_partition(
         self, name: ProcessorName, partition: int, events: list[Any], out: Output
     ) -> _PartitionUpdate:
         processor = self.processors[name]
@@ -216,6 +231,7 @@ class Topology:
             {int(k): v for k, v in orjson.loads(stored).items()} if stored is not None else {}
         )
         batch = _KeyBatch(processor, table, events[-1])
+        steps = 0
         for event in events:
             try:
                 envelope = orjson.loads(event.value)
@@ -227,6 +243,10 @@ class Topology:
                 self._dead_letter(out, event.value, None, _source(event), err)
                 continue
             watermark = self.watermark(progress)
+            steps += len(items)
+            if steps >= _YIELD_EVERY:
+                steps = 0
+                await asyncio.sleep(0)  # a long batch must not starve heartbeats
             for index, item in enumerate(items):
                 try:
                     addressed = Addressed.from_dict(item)
@@ -293,15 +313,20 @@ class Topology:
         lose it.
         """
         max_rows = self.s.sink_max_rows
-        row_batches = [
-            RowBatch(EVENTS.name, EVENTS.columns, out.event_rows[i : i + max_rows]).encode()
-            for i in range(0, len(out.event_rows), max_rows)
-        ]
-        row_batches += [b.encode() for b in domain_row_batches(out.domain_rows, max_rows)]
-        wm = {str(k): v for k, v in out.watermarks.items()}
+        row_messages = RowBatch(EVENTS.name, EVENTS.columns, out.event_rows).encode_chunks(max_rows)
+        for batch in domain_row_batches(out.domain_rows):
+            row_messages += batch.encode_chunks(max_rows)
+        head = b'{"wm":' + orjson.dumps({str(k): v for k, v in out.watermarks.items()})
         envelopes = [
-            (topic, partition, orjson.dumps({"wm": wm, "m": items}))
+            (topic, partition, value)
             for (topic, partition), items in out.envelopes.items()
+            for value in json_array_chunks(
+                head + b',"m":[',
+                (orjson.dumps(i) for i in items),
+                b"]}",
+                10_000,
+                MAX_MESSAGE_BYTES,
+            )
         ]
         attempt = 0
         while True:
@@ -311,7 +336,7 @@ class Topology:
                     futures.append(
                         await self.app.producer.send(topic, None, value, partition, None, None)
                     )
-                for value in row_batches:
+                for value in row_messages:
                     futures.append(await self.rows_topic.send(value=value))
                 for dl in out.dead_letters:
                     futures.append(
@@ -319,7 +344,7 @@ class Topology:
                     )
                 await asyncio.gather(*futures)
                 return
-            except KafkaError as err:
+            except Exception as err:  # never acknowledge input whose output was not sent
                 attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt)
                 log.warning(

@@ -37,9 +37,11 @@ def generate(
     max_delay_s: int = 6 * 3600,
     duplicate_rate: float = 0.05,
     brands: tuple[str, ...] = ("acme", "bright"),
+    heavy_share: float = 0.3,
 ) -> Scenario:
     """``n_events`` events about ``spacing_s`` apart; arrival delayed by up to ``max_delay_s``
-    (keep it under the allowed lateness)."""
+    (keep it under the allowed lateness). ``heavy_share`` of the events come from a
+    Pareto-distributed head of very active users, the rest from uniformly chosen ones."""
     rng = random.Random(seed)
     events: list[Event] = []
     shares: dict[str, list[tuple[str, str]]] = {b: [] for b in brands}  # (share_id, sharer)
@@ -49,7 +51,7 @@ def generate(
         t += dt.timedelta(seconds=rng.randint(1, 2 * spacing_s))
         brand = rng.choice(brands)
         # A heavy head of active users, so some become KOCs and repeat buyers.
-        if rng.random() < 0.7:
+        if rng.random() >= heavy_share:
             user = f"u{rng.randrange(n_users)}"
         else:
             user = f"u{min(int(rng.paretovariate(1.2)) - 1, n_users - 1)}"

@@ -76,6 +76,29 @@ DEAD_LETTERS = TableSpec(
 TABLES: dict[str, TableSpec] = {t.name: t for t in (EVENTS, DEAD_LETTERS)}
 
 
+#: Largest Kafka message siyu produces (the broker's default limit is 1 MiB).
+MAX_MESSAGE_BYTES = 900_000
+
+
+def json_array_chunks(
+    head: bytes, items: Iterable[bytes], tail: bytes, max_items: int, max_bytes: int
+) -> list[bytes]:
+    """``head + item,item,... + tail`` messages of at most ``max_items`` items and about
+    ``max_bytes`` bytes each (an item larger than that on its own gets its own message)."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = len(head) + len(tail)
+    for item in items:
+        if chunk and (len(chunk) >= max_items or size + len(item) + 1 > max_bytes):
+            out.append(head + b",".join(chunk) + tail)
+            chunk, size = [], len(head) + len(tail)
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        out.append(head + b",".join(chunk) + tail)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class RowBatch:
     """Rows for one table."""
@@ -86,6 +109,14 @@ class RowBatch:
 
     def encode(self) -> bytes:
         return orjson.dumps({"table": self.table, "columns": list(self.columns), "rows": self.rows})
+
+    def encode_chunks(self, max_rows: int, max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
+        """This batch as rows-topic messages of at most ``max_rows`` rows and about
+        ``max_bytes`` bytes each."""
+        head = orjson.dumps({"table": self.table, "columns": list(self.columns)})[:-1]
+        return json_array_chunks(
+            head + b',"rows":[', (orjson.dumps(r) for r in self.rows), b"]}", max_rows, max_bytes
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> RowBatch:
@@ -199,13 +230,12 @@ def domain_row_values(row: DomainRow) -> Row:
     return [_to_clickhouse(f.name, getattr(row, f.name)) for f in fields(row)]
 
 
-def domain_row_batches(rows: Iterable[DomainRow], max_rows: int) -> list[RowBatch]:
-    """Row batches for the sink: snapshots superseded within ``rows`` are dropped first."""
+def domain_row_batches(rows: Iterable[DomainRow]) -> list[RowBatch]:
+    """One row batch per table for the sink; snapshots superseded within ``rows`` are dropped
+    first. Split them into messages with :meth:`RowBatch.encode_chunks`."""
     by_table: dict[str, list[Row]] = {}
     for row in coalesce_snapshots(rows):
         by_table.setdefault(row.table, []).append(domain_row_values(row))
     return [
-        RowBatch(table, DOMAIN_TABLES[table].columns, values[i : i + max_rows])
-        for table, values in by_table.items()
-        for i in range(0, len(values), max_rows)
+        RowBatch(table, DOMAIN_TABLES[table].columns, values) for table, values in by_table.items()
     ]

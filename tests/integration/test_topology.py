@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -162,3 +163,62 @@ def test_two_workers_give_the_same_result_as_one(
     with running_worker(penv, tmp_path / "w1.log"), running_worker(penv, tmp_path / "w2.log"):
         send_paced(penv, small_scenario.arrival)
     assert_equals_oracle(penv, expected)
+
+
+def test_a_message_whose_step_fails_is_dead_lettered_and_its_neighbours_go_on(
+    penv: PipelineEnv, tmp_path: Path
+) -> None:
+    from kafka import KafkaConsumer as Consumer
+
+    from pipeline.deadletter import H_INDEX, H_REASON
+    from pipeline.domain import Addressed, ProcessorName
+    from pipeline.events import ClickEvent
+    from pipeline.topology import partition_for
+    from tests.scenario import START
+
+    s = penv.settings()
+    n = s.topic_partitions
+    users = [f"u{i}" for i in range(200) if partition_for("acme", f"u{i}", n) == 0][:2]
+
+    def click(user: str) -> dict[str, object]:
+        ev = ClickEvent(
+            type="click",
+            event_id=f"c-{user}",
+            schema_version=1,
+            brand_id="acme",
+            user_id=user,
+            occurred_at=START,
+            channel="app",
+            kol_id="kol-1",
+        )
+        return Addressed(ProcessorName.USER, "acme", user, ev).to_dict()
+
+    bad = {
+        "processor": "user",
+        "brand_id": "acme",
+        "key": "u-bad",
+        "message": {"type": "share_resolved", "not_a_field": 1},
+    }
+    envelope = orjson.dumps({"wm": {}, "m": [click(users[0]), bad, click(users[1])]})
+    with running_worker(penv, tmp_path / "worker.log"):
+        producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        producer.send(s.topic_by_user, envelope, partition=0)
+        producer.flush()
+        producer.close()
+        wait_for(lambda: quiescent(penv), 60, "the pipeline to go quiet", interval=0.3)
+        consumer = Consumer(
+            s.topic_dead_letters,
+            bootstrap_servers=s.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=3000,
+        )
+        letters = list(consumer)
+        consumer.close()
+    [letter] = letters
+    headers = dict(letter.headers)
+    assert headers[H_REASON] == b"processing_error"
+    assert headers[H_INDEX] == b"1"
+    assert orjson.loads(letter.value) == bad
+    loyalty = engine_of(read_domain_rows(s.clickhouse_url)).loyalty()
+    assert {u for _, u in loyalty} == set(users)
+    assert all(row.clicks == 1 for row in loyalty.values())

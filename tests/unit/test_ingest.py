@@ -103,3 +103,20 @@ def test_event_row_round_trips_through_a_row_batch() -> None:
 def test_row_batch_refuses_unknown_tables_columns_and_ragged_rows(raw: bytes) -> None:
     with pytest.raises(ValueError):
         RowBatch.decode(raw)
+
+
+def test_large_row_batches_are_split_under_the_message_limit() -> None:
+    rows = [["b", f"e{i}", "x" * 300] for i in range(5000)]
+    batch = RowBatch(EVENTS.name, ("brand_id", "event_id", "properties"), rows)
+    chunks = batch.encode_chunks(max_rows=2000, max_bytes=200_000)
+    assert all(len(c) <= 200_000 for c in chunks)
+    decoded = [RowBatch.decode(c) for c in chunks]
+    assert all(len(d.rows) <= 2000 for d in decoded)
+    assert [r for d in decoded for r in d.rows] == rows
+
+
+def test_one_oversized_row_still_gets_a_message_of_its_own() -> None:
+    rows = [["b", "big", "x" * 5000], ["b", "small", ""]]
+    batch = RowBatch(EVENTS.name, ("brand_id", "event_id", "properties"), rows)
+    chunks = batch.encode_chunks(max_rows=10, max_bytes=1000)
+    assert [len(RowBatch.decode(c).rows) for c in chunks] == [1, 1]

@@ -1,0 +1,38 @@
+"""The worker's topics: created with the right configs, refused when they disagree."""
+
+from __future__ import annotations
+
+from pipeline.topics import admin_client, changelog_topic, topic_configs
+from tests.integration.pipeline_env import PipelineEnv
+
+
+def test_missing_topics_are_created_and_changelogs_are_compacted(kafka_bootstrap: str) -> None:
+    penv = PipelineEnv.fresh(kafka_bootstrap, 0)
+    first = penv.siyu("topics")
+    assert first.returncode == 0, first.stderr
+    assert "created:" in first.stdout
+    again = penv.siyu("topics")
+    assert again.returncode == 0 and "present and correct" in again.stdout
+    admin = admin_client(kafka_bootstrap)
+    try:
+        s = penv.settings()
+        assert topic_configs(admin, changelog_topic(s.app_id, "user"))["cleanup.policy"] == (
+            "compact"
+        )
+        assert topic_configs(admin, s.topic_by_user)["cleanup.policy"] == "delete"
+    finally:
+        admin.close()
+
+
+def test_existing_topics_that_disagree_stop_the_start_with_one_clear_line(
+    kafka_bootstrap: str,
+) -> None:
+    penv = PipelineEnv.fresh(kafka_bootstrap, 0)
+    assert penv.siyu("topics").returncode == 0
+    refused = penv.siyu("topics", SIYU_TOPIC_PARTITIONS="6")
+    assert refused.returncode == 2
+    assert "has 4 partitions, siyu is configured for 6" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    worker = penv.siyu("worker", SIYU_TOPIC_PARTITIONS="6")
+    assert worker.returncode == 2
+    assert "SIYU_TOPIC_PARTITIONS" in worker.stderr
