@@ -48,7 +48,7 @@ schemas: install ## Regenerate schemas/ from the Pydantic models
 demo: migrate ## Set up, start the stack, run the pipeline on generated events, print results
 	$(VENV)/bin/siyu demo
 
-test: install system ## Set up and run the whole suite (starts and stops what it needs)
+test: install system lint ## Set up, lint, and run the whole suite (starts and stops what it needs)
 	$(PY) -m pytest -q -ra
 
 test-unit: install ## Unit tests only (no servers)
