@@ -4,6 +4,7 @@
   stops only those this session started, so a developer's running stack is left alone.
 - ``kafka_bootstrap`` / ``clickhouse_port``: where they listen (env.sh settings).
 - ``fresh_topic``: a factory creating uniquely named topics, deleted afterwards.
+- ``penv``: a private pipeline namespace with a migrated database (see pipeline_env.py).
 
 Every test under tests/integration/ is marked ``integration``.
 """
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.sink.clickhouse import client_from_url
 from tests.integration import stack
+from tests.integration.pipeline_env import PipelineEnv
 
 _HERE = Path(__file__).resolve().parent
 
@@ -70,3 +73,15 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[FreshTopic]:
     yield make
     if created and stack.is_running("kafka"):
         stack.delete_topics(created, bootstrap=kafka_bootstrap)
+
+
+@pytest.fixture
+def penv(kafka_bootstrap: str, clickhouse_port: int) -> Iterator[PipelineEnv]:
+    """A private namespace on the stack (topics, groups, a migrated database), dropped after."""
+    env = PipelineEnv.fresh(kafka_bootstrap, clickhouse_port)
+    done = env.siyu("migrate")
+    assert done.returncode == 0, done.stderr
+    yield env
+    ch = client_from_url(env.settings().clickhouse_url, database="default")
+    ch.execute(f"DROP DATABASE IF EXISTS siyu_{env.name}")
+    ch.disconnect()

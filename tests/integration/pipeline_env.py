@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pipeline.settings import Settings
 
@@ -31,11 +31,12 @@ def free_port() -> int:
 def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
     """Poll ``condition`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
+        result = condition()
+        if result:
+            return result
+        last = result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 

@@ -3,12 +3,10 @@ ClickHouse exactly once, each invalid one on the dead-letter topic with its reas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from pipeline.deadletter import H_INDEX, H_REASON
@@ -51,17 +49,6 @@ def _input() -> tuple[list[bytes], set[str], list[tuple[bytes, str]]]:
     bad.append((orjson.dumps(bad_element), "schema_violation"))
     ids = {e["event_id"] for e in valid} | {"ev-1000"}
     return msgs, ids, bad
-
-
-@pytest.fixture
-def penv(kafka_bootstrap: str, clickhouse_port: int) -> Iterator[PipelineEnv]:
-    env = PipelineEnv.fresh(kafka_bootstrap, clickhouse_port)
-    done = env.siyu("migrate")
-    assert done.returncode == 0, done.stderr
-    yield env
-    ch = client_from_url(env.settings().clickhouse_url, database="default")
-    ch.execute(f"DROP DATABASE IF EXISTS siyu_{env.name}")
-    ch.disconnect()
 
 
 def _send(bootstrap: str, topic: str, msgs: list[bytes]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -15,23 +14,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from pipeline.events import encode_envelope, encode_event
-from pipeline.sink.clickhouse import client_from_url
 from tests.integration.pipeline_env import PipelineEnv, Worker, running_worker, wait_for
 from tests.integration.readback import engine_of, read_domain_rows
 from tests.oracle import OracleResult, recompute
 from tests.scenario import Event, Scenario, generate
 from tests.unit.domain.compare import engine_result
-
-
-@pytest.fixture
-def penv(kafka_bootstrap: str, clickhouse_port: int) -> Iterator[PipelineEnv]:
-    env = PipelineEnv.fresh(kafka_bootstrap, clickhouse_port)
-    done = env.siyu("migrate")
-    assert done.returncode == 0, done.stderr
-    yield env
-    ch = client_from_url(env.settings().clickhouse_url, database="default")
-    ch.execute(f"DROP DATABASE IF EXISTS siyu_{env.name}")
-    ch.disconnect()
 
 
 def send(penv: PipelineEnv, events: list[Event], per_message: int = 40) -> None:
