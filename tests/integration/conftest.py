@@ -11,6 +11,7 @@ Every test under tests/integration/ is marked ``integration``.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -85,3 +86,4 @@ def penv(kafka_bootstrap: str, clickhouse_port: int) -> Iterator[PipelineEnv]:
     ch = client_from_url(env.settings().clickhouse_url, database="default")
     ch.execute(f"DROP DATABASE IF EXISTS siyu_{env.name}")
     ch.disconnect()
+    shutil.rmtree(env.settings().data_dir, ignore_errors=True)
