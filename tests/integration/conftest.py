@@ -20,6 +20,7 @@ import pytest
 from pipeline.sink.clickhouse import client_from_url
 from tests.integration import stack
 from tests.integration.pipeline_env import PipelineEnv
+from tests.scenario import Scenario, generate
 
 _HERE = Path(__file__).resolve().parent
 
@@ -87,3 +88,15 @@ def penv(kafka_bootstrap: str, clickhouse_port: int) -> Iterator[PipelineEnv]:
     ch.execute(f"DROP DATABASE IF EXISTS siyu_{env.name}")
     ch.disconnect()
     shutil.rmtree(env.settings().data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def scenario() -> Scenario:
+    """Fourteen days of two brands' events (tests/scenario.py)."""
+    return generate(seed=20261123, n_events=3000)
+
+
+@pytest.fixture(scope="session")
+def small_scenario() -> Scenario:
+    """Seven days of events, for the tests that restart or add workers (slower per step)."""
+    return generate(seed=1123, n_events=1500)

@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import orjson
-import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from pipeline.events import encode_envelope, encode_event
 from tests.integration.pipeline_env import PipelineEnv, Worker, running_worker, wait_for
 from tests.integration.readback import engine_of, read_domain_rows
 from tests.oracle import OracleResult, recompute
-from tests.scenario import Event, Scenario, generate
+from tests.scenario import Event, Scenario
 from tests.unit.domain.compare import engine_result
 
 
@@ -36,14 +35,18 @@ def send(penv: PipelineEnv, events: list[Event], per_message: int = 40) -> None:
     producer.close()
 
 
-def send_paced(penv: PipelineEnv, events: list[Event], per_step: int = 150) -> None:
+def send_paced(
+    penv: PipelineEnv, events: list[Event], per_step: int = 150, include_sink: bool = True
+) -> None:
     """Send like live traffic: about half a day of event time at a time, each step waiting
     until the pipeline is quiet. The watermark assumes what is in flight between the state
     agents is less than the allowed lateness (1 day) behind; dumping 14 days at once would
     break that assumption (see the closing note of issue 4)."""
     for i in range(0, len(events), per_step):
         send(penv, events[i : i + per_step])
-        wait_for(lambda: quiescent(penv), 120, "the pipeline to go quiet", interval=0.3)
+        wait_for(
+            lambda: quiescent(penv, include_sink), 120, "the pipeline to go quiet", interval=0.3
+        )
 
 
 def _ends(consumer: KafkaConsumer, topics: list[str], partitions: int) -> dict[object, int]:
@@ -53,16 +56,15 @@ def _ends(consumer: KafkaConsumer, topics: list[str], partitions: int) -> dict[o
     return dict(consumer.end_offsets(tps))
 
 
-def quiescent(penv: PipelineEnv) -> bool:
+def quiescent(penv: PipelineEnv, include_sink: bool = True) -> bool:
     """Every group has committed the end of every topic it reads, twice in a row with no new
     messages in between: nothing is in flight anywhere."""
     from kafka import KafkaAdminClient
 
     s = penv.settings()
-    groups = {
-        s.app_id: [s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer],
-        f"{s.app_id}-sink": [s.topic_rows, s.topic_dead_letters],
-    }
+    groups = {s.app_id: [s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer]}
+    if include_sink:
+        groups[f"{s.app_id}-sink"] = [s.topic_rows, s.topic_dead_letters]
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
     try:
@@ -92,17 +94,6 @@ def assert_equals_oracle(penv: PipelineEnv, expected: OracleResult) -> None:
     assert got.promotions == expected.promotions
     assert got.sharers == expected.sharers
     assert got.loyalty == expected.loyalty
-
-
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return generate(seed=20261123, n_events=3000)
-
-
-@pytest.fixture(scope="module")
-def small_scenario() -> Scenario:
-    """Seven days of events, for the tests that restart or add workers (slower per step)."""
-    return generate(seed=1123, n_events=1500)
 
 
 def test_topology_equals_the_batch_oracle(
