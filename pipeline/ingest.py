@@ -35,6 +35,11 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
     reason: str
 
+    @classmethod
+    def of(cls, key: bytes | None, reject: Reject, source: Source) -> DeadLetter:
+        """The dead letter of ``reject``, read at ``source`` with Kafka key ``key``."""
+        return cls(key, reject.payload, dead_letter_headers(reject, source), reject.reason)
+
 
 @dataclass(slots=True)
 class IngestResult:
@@ -44,9 +49,7 @@ class IngestResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def reject(self, key: bytes | None, reject: Reject, source: Source) -> None:
-        self.dead_letters.append(
-            DeadLetter(key, reject.payload, dead_letter_headers(reject, source), reject.reason)
-        )
+        self.dead_letters.append(DeadLetter.of(key, reject, source))
 
 
 def ingest_message(

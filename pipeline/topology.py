@@ -37,13 +37,14 @@ import faust
 import orjson
 from faust.streams import _current_event
 
-from pipeline.deadletter import Source, dead_letter_headers
+from pipeline.deadletter import Source
 from pipeline.domain import (
     NO_WATERMARK,
     Addressed,
     DomainConfig,
     KeyedProcessor,
     ProcessorName,
+    StepResult,
     build_processors,
     route_event,
     to_us,
@@ -70,14 +71,19 @@ _YIELD_EVERY = 1000
 _WATERMARK_KEY = b"\x00watermark"
 
 
-def partition_for(brand_id: str, key: str, partitions: int) -> int:
-    """The partition that owns ``(brand_id, key)`` (CRC-32, stable across processes)."""
-    return zlib.crc32(f"{brand_id}\x1f{key}".encode()) % partitions
-
-
 def table_key(brand_id: str, key: str) -> bytes:
     """A state table's key for ``(brand_id, key)``."""
     return f"{brand_id}\x1f{key}".encode()
+
+
+def partition_of(table_key: bytes, partitions: int) -> int:
+    """The partition that owns a state table key (CRC-32, stable across processes)."""
+    return zlib.crc32(table_key) % partitions
+
+
+def partition_for(brand_id: str, key: str, partitions: int) -> int:
+    """The partition that owns ``(brand_id, key)``."""
+    return partition_of(table_key(brand_id, key), partitions)
 
 
 def domain_config(s: Settings) -> DomainConfig:
@@ -268,11 +274,9 @@ class Topology:
                 await asyncio.sleep(0)  # a long batch must not starve heartbeats
             for index, item in enumerate(items):
                 try:
-                    addressed = Addressed.from_dict(item)
-                    result = batch.step(addressed, watermark)
+                    result = batch.step(Addressed.from_dict(item), watermark)
                 except Exception as err:  # one bad message must not stop the others
                     log.exception("state step %s failed on %s", name.value, item)
-                    batch.rollback(item)
                     self._dead_letter(out, orjson.dumps(item), index, _source(event), err)
                     continue
                 self._address(out, result.messages)
@@ -303,10 +307,7 @@ class Topology:
         recovery that no message has touched since (event time, not wall time)."""
         n = self.s.topic_partitions
         for key in list(self.tables[name].keys()):
-            if key.startswith(b"\x00"):
-                continue
-            brand, _, subject = key.decode().partition("\x1f")
-            if partition_for(brand, subject, n) != partition:
+            if key.startswith(b"\x00") or partition_of(key, n) != partition:
                 continue
             result = batch.expire(key, watermark)
             self._address(out, result.messages)
@@ -318,9 +319,7 @@ class Topology:
         reject = Reject(
             RejectReason.PROCESSING_ERROR, f"{type(err).__name__}: {err}", payload, index
         )
-        out.dead_letters.append(
-            DeadLetter(None, payload, dead_letter_headers(reject, source), reject.reason)
-        )
+        out.dead_letters.append(DeadLetter.of(None, reject, source))
 
     # -- output ---------------------------------------------------------------------------
 
@@ -404,9 +403,7 @@ class _KeyBatch:
         self.event = event  # any event of the partition: Faust routes table I/O by it
         self.cache = cache
         self.states: dict[bytes, Any] = {}
-        self.swept: set[bytes] = set()
         self.applied: dict[bytes, list[tuple[Addressed, int]]] = defaultdict(list)
-        self._current: bytes | None = None
 
     def _stored(self, key: bytes) -> Any:
         with _in_partition(self.event):
@@ -422,32 +419,29 @@ class _KeyBatch:
         self.states[key] = state
         return state
 
-    def step(self, addressed: Addressed, watermark: int) -> Any:
+    def step(self, addressed: Addressed, watermark: int) -> StepResult[Any]:
         key = table_key(addressed.brand_id, addressed.key)
-        self._current = key
-        result = self.processor.step(self._load(key), addressed.message, watermark)
+        try:
+            result = self.processor.step(self._load(key), addressed.message, watermark)
+        except Exception:
+            # The step may have half-mutated the state: rebuild it from the table (not written
+            # before the batch commits) and the messages applied before, then re-raise.
+            state = self._stored(key)
+            for earlier, earlier_watermark in self.applied.get(key, []):
+                state = self.processor.step(state, earlier.message, earlier_watermark).state
+            self.states[key] = state
+            raise
         self.states[key] = result.state
         self.applied[key].append((addressed, watermark))
         return result
 
-    def expire(self, key: bytes, watermark: int) -> Any:
+    def expire(self, key: bytes, watermark: int) -> StepResult[Any]:
         state = self._load(key)
         if state is None:
-            return _EMPTY
+            return StepResult(None, [], [])
         result = self.processor.expire(state, watermark)
         self.states[key] = result.state
-        self.swept.add(key)
         return result
-
-    def rollback(self, item: dict[str, Any]) -> None:
-        key = self._current
-        if key is None:
-            return
-        state = self._stored(key)  # the table is not written before the batch commits
-        for addressed, watermark in self.applied.get(key, []):
-            state = self.processor.step(state, addressed.message, watermark).state
-        self.states[key] = state
-        self._current = None
 
     def write_back(self) -> None:
         with _in_partition(self.event):
@@ -495,14 +489,6 @@ def _in_partition(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
-
-
-class _Empty:
-    messages: list[Addressed] = []  # noqa: RUF012 - never mutated
-    rows: list[DomainRow] = []  # noqa: RUF012
-
-
-_EMPTY = _Empty()
 
 
 def _source(event: Any) -> Source:

@@ -107,9 +107,6 @@ class RowBatch:
     columns: Sequence[str]
     rows: list[Row]
 
-    def encode(self) -> bytes:
-        return orjson.dumps({"table": self.table, "columns": list(self.columns), "rows": self.rows})
-
     def encode_chunks(self, max_rows: int, max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
         """This batch as rows-topic messages of at most ``max_rows`` rows and about
         ``max_bytes`` bytes each."""

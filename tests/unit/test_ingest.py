@@ -83,7 +83,8 @@ def test_event_row_round_trips_through_a_row_batch() -> None:
     ingest_message(result, None, orjson.dumps(purchase(properties={"sku": "A1", "qty": 2})), SRC)
     ev, src = result.accepted[0]
     row = event_row(ev, src.partition, src.offset, 1_800_000_000)
-    batch = RowBatch.decode(RowBatch(EVENTS.name, EVENTS.columns, [row]).encode())
+    [message] = RowBatch(EVENTS.name, EVENTS.columns, [row]).encode_chunks(max_rows=10)
+    batch = RowBatch.decode(message)
     rec = dict(zip(batch.columns, batch.rows[0], strict=True))
     assert rec["amount"] == "199.90"
     assert rec["occurred_at"] == 1_795_399_200  # 2026-11-23T02:00:00Z
