@@ -99,15 +99,7 @@ clickhouse_up() {
 }
 
 clickhouse_down() {
-    local pid
-    if pid=$(live_pid "$CH_PIDFILE" "$CH_MARKER"); then
-        stop_pid clickhouse "$pid" "$CH_MARKER"
-        rm -f "$CH_PIDFILE"
-        info "clickhouse: stopped (pid $pid)"
-    else
-        rm -f "$CH_PIDFILE"
-        info "clickhouse: not running"
-    fi
+    stop_service clickhouse "$CH_PIDFILE" "$CH_MARKER"
 }
 
 clickhouse_status() {

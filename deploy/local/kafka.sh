@@ -110,15 +110,7 @@ kafka_up() {
 }
 
 kafka_down() {
-    local pid
-    if pid=$(live_pid "$KAFKA_PIDFILE" "$KAFKA_MARKER"); then
-        stop_pid kafka "$pid" "$KAFKA_MARKER"
-        rm -f "$KAFKA_PIDFILE"
-        info "kafka: stopped (pid $pid)"
-    else
-        rm -f "$KAFKA_PIDFILE"
-        info "kafka: not running"
-    fi
+    stop_service kafka "$KAFKA_PIDFILE" "$KAFKA_MARKER"
 }
 
 # Prints one line; returns 0 only when running and answering.

@@ -138,3 +138,16 @@ deb_version() {
     have dpkg-query || return 0
     dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
 }
+
+# stop_service NAME PIDFILE MARKER: stop the daemon recorded in PIDFILE, if it is ours.
+stop_service() {
+    local name=$1 pidfile=$2 marker=$3 pid
+    if pid=$(live_pid "$pidfile" "$marker"); then
+        stop_pid "$name" "$pid" "$marker"
+        rm -f "$pidfile"
+        info "$name: stopped (pid $pid)"
+    else
+        rm -f "$pidfile"
+        info "$name: not running"
+    fi
+}
