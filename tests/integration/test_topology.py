@@ -25,8 +25,8 @@ def send(penv: PipelineEnv, events: list[Event], per_message: int = 40) -> None:
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
     for i in range(0, len(events), per_message):
         chunk = events[i : i + per_message]
-        # Mostly envelopes, and every fifth message a single event: both must work.
-        if len(chunk) > 1 and i % 5:
+        # Mostly envelopes; every fifth chunk goes as single-event messages: both must work.
+        if (i // per_message) % 5 != 4:
             producer.send(s.topic_events, encode_envelope(chunk))
         else:
             for event in chunk:
