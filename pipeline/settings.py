@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="Faust table store; rocksdb needs `pip install siyu[rocksdb]`.",
     )
     data_dir: str = Field(default=".local/worker", description="Directory for worker state.")
+    standby_replicas: int = Field(
+        default=1,
+        ge=0,
+        description="Standby copies of each table partition kept warm on other workers "
+        "(Faust table_standby_replicas), so a failover replays little changelog; "
+        "0 saves their memory and disk.",
+    )
     ingest_batch: int = Field(
         default=500, ge=1, description="Most messages the ingest agent takes per batch."
     )
