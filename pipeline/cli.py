@@ -80,12 +80,16 @@ def migrate() -> None:
         server_version,
         unavailable,
     )
+    from pipeline.sink.cluster import cluster_layout, insert_settings
     from pipeline.sink.migrations import migrate as run_migrations
 
     s = _settings()
-    client = client_from_url(s.clickhouse_url, database="default")
+    layout = cluster_layout(s)
+    client = client_from_url(s.clickhouse_url, database="default", **insert_settings(s))
     try:
-        run_migrations(client, s.clickhouse_database, server_version(client), log=click.echo)
+        run_migrations(
+            client, s.clickhouse_database, server_version(client), cluster=layout, log=click.echo
+        )
     except CONNECTION_ERRORS as err:
         raise unavailable(s.clickhouse_url, err) from None
     finally:

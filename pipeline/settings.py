@@ -65,7 +65,26 @@ class Settings(BaseSettings):
     # --- ClickHouse ----------------------------------------------------------------------------
     clickhouse_url: str = Field(
         default="clickhouse://default:@127.0.0.1:19000/siyu",
-        description="ClickHouse native-protocol URL: clickhouse://user:password@host:port/database.",
+        description="ClickHouse native-protocol URL: clickhouse://user:password@host:port/database"
+        "; a cluster's other nodes may follow as ?alt_hosts=host:port,host:port (failover).",
+    )
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        description="Cluster name from the servers' <remote_servers>: `siyu migrate` creates "
+        "the schema ON CLUSTER (Replicated tables behind Distributed ones) and the sink inserts "
+        "through it synchronously. Unset: one server.",
+    )
+    clickhouse_replica_path: str = Field(
+        default="/clickhouse/tables/{shard}/{database}/{table}",
+        description="ZooKeeper path of each replicated table in cluster mode: siyu fills "
+        "{database} and {table}, the servers fill their macros such as {shard}.",
+    )
+    clickhouse_insert_quorum: int = Field(
+        default=0,
+        ge=0,
+        description="Cluster mode: replicas that must have an insert before it counts as done "
+        "(ClickHouse insert_quorum; 0 = one replica). More is safer against losing a node's "
+        "disk, but inserts wait while fewer replicas are up.",
     )
 
     # --- Sink ------------------------------------------------------------------------------------
@@ -154,6 +173,13 @@ class Settings(BaseSettings):
         if parts.scheme not in ("clickhouse", "clickhouses") or not parts.hostname:
             raise ValueError(f"expected clickhouse://user:password@host:port/database, got {v!r}")
         return v
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _check_clickhouse_cluster(cls, v: str | None) -> str | None:
+        if v and not (v.isascii() and v.isidentifier()):
+            raise ValueError(f"expected a cluster name (letters, digits, _), got {v!r}")
+        return v or None
 
     @property
     def kafka_broker_urls(self) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
@@ -46,10 +46,20 @@ class ServerVersion:
 def client_from_url(url: str, *, database: str | None = None, **settings: Any) -> Client:
     """A clickhouse-driver client for ``clickhouse://user:password@host:port/database``.
 
-    ``database`` overrides the URL's (use ``"default"`` before the database exists).
+    ``database`` overrides the URL's (use ``"default"`` before the database exists). A cluster's
+    other nodes may follow as ``?alt_hosts=host:port,host:port``: when the first host cannot
+    be reached, clickhouse-driver connects to the next (it is a parameter of the driver's own
+    URLs too), so a sink keeps writing while one node is down.
     """
     parts = urlsplit(url)
     db = database if database is not None else (parts.path.strip("/") or "default")
+    extra: dict[str, Any] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if name != "alt_hosts":
+            raise ConfigError(
+                f"unknown parameter {name!r} in the ClickHouse URL (known: alt_hosts)"
+            )
+        extra["alt_hosts"] = check_alt_hosts(",".join(values))
     return Client(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 9000,
@@ -60,7 +70,19 @@ def client_from_url(url: str, *, database: str | None = None, **settings: Any) -
         connect_timeout=5,
         send_receive_timeout=60,
         settings=settings or None,
+        **extra,
     )
+
+
+def check_alt_hosts(value: str) -> str:
+    """``value`` if it is ``host:port[,host:port...]``."""
+    for part in value.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"alt_hosts in the ClickHouse URL: expected host:port,..., got {value!r}"
+            )
+    return value
 
 
 def unavailable(url: str, err: BaseException) -> ServiceUnavailable:

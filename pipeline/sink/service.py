@@ -30,6 +30,7 @@ from mode import Service
 
 from pipeline.deadletter import dead_letter_row
 from pipeline.settings import Settings
+from pipeline.sink.cluster import insert_settings
 from pipeline.sink.rows import DEAD_LETTERS, Row, RowBatch
 from pipeline.sink.writer import ClickHouseWriter
 
@@ -67,6 +68,7 @@ class SinkService(Service):
             settings.clickhouse_url,
             settings.clickhouse_database,
             retry_max_seconds=settings.sink_retry_max_seconds,
+            client_settings=insert_settings(settings),
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._pending = _Pending()

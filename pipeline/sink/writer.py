@@ -17,8 +17,9 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import orjson
 from clickhouse_driver import Client
@@ -59,13 +60,17 @@ class ClickHouseWriter:
         *,
         retry_max_seconds: float = 30.0,
         on_retry: Callable[[str, BaseException, float], None] | None = None,
+        client_settings: Mapping[str, Any] | None = None,
     ) -> None:
+        """``client_settings`` are ClickHouse settings of every insert (cluster mode: see
+        pipeline.sink.cluster.insert_settings)."""
         self._url = url
         self._db = check_identifier(database)
         self._retry_max = retry_max_seconds
         self._client: Client | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="siyu-ch")
         self._on_retry = on_retry
+        self._client_settings = dict(client_settings or {})
         self.failures = 0
 
     def close(self) -> None:
@@ -75,7 +80,7 @@ class ClickHouseWriter:
 
     def _insert_sync(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
         if self._client is None:
-            self._client = client_from_url(self._url, database=self._db)
+            self._client = client_from_url(self._url, database=self._db, **self._client_settings)
         cols = ", ".join(check_identifier(c) for c in columns)
         try:
             self._client.execute(
