@@ -20,6 +20,11 @@ source "$here/lib.sh"
 source "$here/kafka.sh"
 # shellcheck source=deploy/local/clickhouse.sh
 source "$here/clickhouse.sh"
+# zookeeper_install only: ZooKeeper runs in the multi-node cluster (cluster.sh), not here.
+# shellcheck source=deploy/local/cluster_env.sh
+source "$here/cluster_env.sh"
+# shellcheck source=deploy/local/zookeeper.sh
+source "$here/zookeeper.sh"
 
 usage() {
     cat >&2 <<'USAGE'
@@ -57,6 +62,7 @@ cmd_install() {
     take_lock
     kafka_install
     clickhouse_install
+    zookeeper_install
     if have prometheus; then
         info "prometheus: present"
     else
