@@ -7,14 +7,19 @@ start-up; a bad value is reported in one line naming the variable.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.events import MAX_EVENTS_PER_ENVELOPE
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Settings(BaseSettings):
@@ -132,6 +137,53 @@ class Settings(BaseSettings):
         "(consumer group session timeout): how fast a crashed worker is replaced.",
     )
 
+    # --- Collector: the HTTP front door for brand apps (docs/collector.md) ----------------------
+    collector_host: str = Field(default="127.0.0.1", description="Address the collector binds.")
+    collector_port: int = Field(
+        default=8090,
+        ge=0,
+        le=65535,
+        description="Port of the collector: POST /v1/events, /healthz, /readyz and /metrics.",
+    )
+    collector_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the collector reads, bytes; a larger one gets 413.",
+    )
+    collector_max_events: int = Field(
+        default=MAX_EVENTS_PER_ENVELOPE,
+        ge=1,
+        le=MAX_EVENTS_PER_ENVELOPE,
+        description="Most events one request may carry; more gets 413.",
+    )
+    collector_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description='API keys as JSON {"<sha256 hex of the key>": "<brand_id>", ...}; '
+        "only hashes are configured (`siyu collector-key new BRAND` makes a key and its hash).",
+    )
+    collector_keys_file: str | None = Field(
+        default=None,
+        description="A JSON file of more key hashes, same shape as SIYU_COLLECTOR_KEYS.",
+    )
+    collector_max_inflight_requests: int = Field(
+        default=128,
+        ge=1,
+        description="Requests the collector handles at once; beyond that it answers 429.",
+    )
+    collector_max_inflight_bytes: int = Field(
+        default=64 * 1_048_576,
+        ge=1024,
+        description="Request bytes held at once (read or waiting for Kafka); beyond: 429.",
+    )
+    collector_send_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for Kafka to confirm a request's events; then 503.",
+    )
+    collector_retry_after_s: int = Field(
+        default=2, ge=1, description="Retry-After seconds of the collector's 429 and 503 answers."
+    )
+
     # --- Domain rules (DESIGN.md "Domain rules") -----------------------------------------------
     attribution_window_s: int = Field(
         default=7 * 86_400, ge=0, description="Attribution window, seconds of event time."
@@ -156,6 +208,30 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of siyu processes."
     )
+
+    @field_validator("collector_keys", mode="before")
+    @classmethod
+    def _parse_collector_keys(cls, v: object) -> object:
+        # Parsed here rather than by pydantic-settings, whose JSON error names no variable.
+        if isinstance(v, str):
+            try:
+                return json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not JSON ({err.msg} at char {err.pos})") from None
+        return v
+
+    @field_validator("collector_keys")
+    @classmethod
+    def _check_collector_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for digest, brand in v.items():
+            if not _SHA256_HEX.fullmatch(digest):
+                raise ValueError(
+                    f"key {digest[:12]!r}... is not a sha256 hex digest; configure the hash "
+                    "printed by `siyu collector-key hash`, never the key itself"
+                )
+            if not 1 <= len(brand) <= 64:
+                raise ValueError(f"brand_id of key {digest[:12]}... must be 1-64 characters")
+        return {digest.lower(): brand for digest, brand in v.items()}
 
     @field_validator("kafka_bootstrap")
     @classmethod
