@@ -1,18 +1,23 @@
 """The Faust application: settings in, a configured app with its agents and services out.
 
 Read top to bottom, the data path is: ``topology.ingest`` (validate, dead-letter) → row
-batches on the rows topic → ``sink.service.SinkService`` (ClickHouse).
+batches on the rows topic → ``sink.service.SinkService`` (ClickHouse). The web port serves
+``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus; every metric is in pipeline.metrics).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 
+from pipeline import metrics
 from pipeline.settings import Settings
 from pipeline.sink.service import SinkService
+
+if TYPE_CHECKING:
+    from pipeline.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,9 @@ def create_app(settings: Settings) -> faust.App:
     )
     sink = SinkService(settings, loop=None)
     app.service(sink)  # type: ignore[arg-type]
-    topology.register(app, settings)
+    topo = topology.register(app, settings)
     _register_health(app, sink)
+    _register_metrics(app, topo, sink, settings)
     return app
 
 
@@ -65,3 +71,57 @@ def _register_health(app: faust.App, sink: SinkService) -> None:
             {"ready": ready, "rebalancing": bool(app.rebalancing), "sink": sink.started},
             status=status,
         )
+
+
+#: Seconds between samples of the consumer lag and state sizes (a scrape reads the last).
+GAUGE_SAMPLE_SECONDS = 5.0
+
+
+def _register_metrics(app: faust.App, topo: Topology, sink: SinkService, s: Settings) -> None:
+    agent_topics = {s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer}
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # Content type as a header: aiohttp refuses a charset inside content_type=.
+        return web.bytes(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    @app.timer(GAUGE_SAMPLE_SECONDS, name="siyu.sample-gauges")  # type: ignore[untyped-decorator]
+    async def sample_gauges() -> None:
+        try:
+            lags = _agent_lags(app, agent_topics) + await sink.lags()
+            metrics.set_consumer_lag(lags)
+            metrics.set_state_keys(
+                (name.value, n)
+                for name, table in topo.tables.items()
+                if (n := _table_size(table)) is not None
+            )
+        except Exception:  # a gauge must never take the worker down
+            log.warning("sampling lag and state sizes failed", exc_info=True)
+
+
+def _agent_lags(app: faust.App, topics: set[str]) -> list[tuple[str, int, int]]:
+    """Lag of the agents' partitions: Faust's committed offsets against the highwater its
+    consumer last saw (``_committed_offset`` is Faust's own record; faust-streaming < 0.16)."""
+    consumer = app.consumer
+    committed = getattr(consumer, "_committed_offset", {})
+    try:
+        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
+        return [
+            (tp.topic, tp.partition, lag)
+            for tp, lag in metrics.lag_of(assigned, consumer.highwater, committed.get)
+        ]
+    except Exception:  # not started, or between generations of a rebalance
+        return []
+
+
+def _table_size(table: Any) -> int | None:
+    """Keys of a Faust table in this worker's partitions: exact for the memory store, the
+    RocksDB estimate otherwise (counting RocksDB keys means reading them all)."""
+    store = table.data
+    actives = getattr(store, "_dbs_for_actives", None)
+    if actives is None:
+        return len(store)
+    try:
+        return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in actives())
+    except Exception:
+        return None

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
+from pipeline import metrics
 from pipeline.deadletter import dead_letter_row
 from pipeline.settings import Settings
 from pipeline.sink.cluster import insert_settings
@@ -42,18 +43,22 @@ class _Pending:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, tuple[str, ...]], list[Row]] = defaultdict(list)
+        #: Per table: (Kafka timestamp in ms, rows) of the messages the rows came from.
+        self.published: dict[tuple[str, tuple[str, ...]], list[tuple[int, int]]] = defaultdict(list)
         self.offsets: dict[TopicPartition, int] = {}
         self.count = 0
         self.since = 0.0
 
-    def add(self, table: str, columns: tuple[str, ...], rows: list[Row]) -> None:
+    def add(self, table: str, columns: tuple[str, ...], rows: list[Row], published_ms: int) -> None:
         if not self.count:
             self.since = time.monotonic()
         self.rows[(table, columns)].extend(rows)
+        self.published[(table, columns)].append((published_ms, len(rows)))
         self.count += len(rows)
 
     def clear(self) -> None:
         self.rows.clear()
+        self.published.clear()
         self.offsets.clear()
         self.count = 0
 
@@ -76,6 +81,8 @@ class SinkService(Service):
         self._drained = asyncio.Event()
         self.rows_inserted = 0
         self.inserts = 0
+        #: Offsets this sink committed, per partition (for the lag gauge).
+        self.committed: dict[TopicPartition, int] = {}
 
     async def on_start(self) -> None:
         s = self.settings
@@ -118,7 +125,7 @@ class SinkService(Service):
                 batches = await consumer.getmany(timeout_ms=int(wait * 1000) + 1)
                 for tp, messages in batches.items():
                     for msg in messages:
-                        self._accept(tp.topic, msg.value or b"", msg.headers or ())
+                        self._accept(tp.topic, msg.value or b"", msg.headers or (), msg.timestamp)
                         self._pending.offsets[tp] = msg.offset + 1
                 if (
                     self._pending.count >= self.settings.sink_max_rows
@@ -138,13 +145,16 @@ class SinkService(Service):
         finally:
             self._drained.set()
 
-    def _accept(self, topic: str, value: bytes, headers: Any) -> None:
-        now = int(time.time())
+    def _accept(self, topic: str, value: bytes, headers: Any, timestamp_ms: int) -> None:
+        # When the worker rejected it is the dead-letter message's own timestamp, not the
+        # time of this insert, so a replayed dead-letter topic writes identical rows.
+        now = timestamp_ms // 1000 if timestamp_ms > 0 else int(time.time())
         if topic == self.settings.topic_dead_letters:
             self._pending.add(
                 DEAD_LETTERS.name,
                 DEAD_LETTERS.columns,
                 [dead_letter_row(value, list(headers), now)],
+                timestamp_ms,
             )
             return
         try:
@@ -161,9 +171,10 @@ class SinkService(Service):
                 ],
                 now,
             )
-            self._pending.add(DEAD_LETTERS.name, DEAD_LETTERS.columns, [row])
+            self._pending.add(DEAD_LETTERS.name, DEAD_LETTERS.columns, [row], timestamp_ms)
+            metrics.dead_letter("bad_row_batch")
             return
-        self._pending.add(batch.table, tuple(batch.columns), batch.rows)
+        self._pending.add(batch.table, tuple(batch.columns), batch.rows, timestamp_ms)
 
     async def flush(self) -> None:
         """Insert everything pending, then commit its offsets. Raises CancelledError when
@@ -177,16 +188,39 @@ class SinkService(Service):
                     await self.writer.insert(table, columns, rows, lambda: self.should_stop)
                     self.inserts += 1
                     self.rows_inserted += len(rows)
+                    metrics.record_flushed(table, len(rows), pending.published[(table, columns)])
             assert self._consumer is not None
             try:
                 await self._consumer.commit(
                     {tp: OffsetAndMetadata(off, "") for tp, off in pending.offsets.items()}
                 )
+                self.committed.update(pending.offsets)
+                metrics.record_flush_done()
             except KafkaError as err:
                 # A rebalance took partitions away meanwhile: their new owner re-reads
                 # and re-inserts these rows, which the tables absorb (same keys).
                 log.warning("sink commit failed after a successful insert: %s", err)
             pending.clear()
+
+    async def lags(self) -> list[tuple[str, int, int]]:
+        """``(topic, partition, messages not committed yet)`` of the partitions this sink owns.
+
+        The end is the highwater its consumer last saw; a partition this sink has not
+        committed yet asks the group coordinator once.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        assigned = consumer.assignment()
+        for tp in assigned:
+            if tp not in self.committed:
+                offset = await consumer.committed(tp)
+                if offset is not None:
+                    self.committed.setdefault(tp, offset)
+        return [
+            (tp.topic, tp.partition, lag)
+            for tp, lag in metrics.lag_of(assigned, consumer.highwater, self.committed.get)
+        ]
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -25,6 +25,7 @@ import orjson
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
+from pipeline import metrics
 from pipeline.sink.clickhouse import check_identifier, client_from_url
 from pipeline.sink.rows import DEAD_LETTERS, Row
 
@@ -107,17 +108,22 @@ class ClickHouseWriter:
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
+            started = time.monotonic()
             try:
                 await loop.run_in_executor(self._pool, self._insert_sync, table, columns, rows)
+                metrics.record_insert(table, time.monotonic() - started)
                 return 0
             except _CLIENT_DATA_ERRORS as err:
+                metrics.record_insert_failure(table, "refused")
                 return await self._isolate(table, columns, rows, err, stopping)
             except ch_errors.ServerException as err:
                 if err.code in DATA_ERROR_CODES:
+                    metrics.record_insert_failure(table, "refused")
                     return await self._isolate(table, columns, rows, err, stopping)
                 reason: BaseException = err
             except (ch_errors.Error, OSError, EOFError) as err:
                 reason = err
+            metrics.record_insert_failure(table, "unavailable")
             attempt += 1
             self.failures += 1
             delay = min(self._retry_max, 0.25 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
@@ -165,6 +171,7 @@ class ClickHouseWriter:
             ]
             log.error("ClickHouse refused a row of %s, dead-lettered: %s", table, _one_line(err))
             await self.insert(DEAD_LETTERS.name, DEAD_LETTERS.columns, [letter], stopping)
+            metrics.dead_letter("sink_rejected", str(letter[5]))
             return 1
         mid = len(rows) // 2
         return await self.insert(table, columns, rows[:mid], stopping) + await self.insert(
