@@ -10,7 +10,7 @@ STAMP := $(VENV)/.siyu-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install system up down status reset migrate schemas demo test test-unit \
-        test-integration lint format bench clean
+        test-integration lint format bench clean compose-up compose-down
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -72,3 +72,11 @@ clean: down ## Remove the virtualenv and local state (not the Maven cache)
 bench: migrate ## Throughput of one worker vs a plain consumer, and the domain step alone
 	$(PY) -m bench.throughput
 	$(PY) bench/domain_bench.py
+
+COMPOSE := docker compose -f deploy/compose/compose.yaml
+
+compose-up: ## Build the image and start the compose stack (needs Docker; docs/deploy.md)
+	$(COMPOSE) up -d --build --wait
+
+compose-down: ## Stop the compose stack (its volumes are kept)
+	$(COMPOSE) down

@@ -490,6 +490,21 @@ def check_compose(
             ]
             if not migrate:
                 problems.append(f"{where}: does not wait for a `siyu migrate` service to succeed")
+    # `up --wait` counts a one-shot service's exit as a failure unless a long-running
+    # service waits for it to complete (docker/compose#10596).
+    for name, svc in services.items():
+        if svc.get("restart") != "no":
+            continue
+        adopted = [
+            other
+            for other, o in services.items()
+            if o.get("restart") != "no"
+            and isinstance(o.get("depends_on"), dict)
+            and (o["depends_on"].get(name) or {}).get("condition")
+            == "service_completed_successfully"
+        ]
+        if not adopted:
+            problems.append(f"compose service {name}: one-shot, but no service waits for it")
     for what, seen in (("hostname", worker_hosts), ("state volume", worker_volumes)):
         values = list(seen.values())
         if len(set(values)) != len(values):

@@ -333,3 +333,13 @@ def test_dockerignore_lets_in_only_the_package_sources() -> None:
     assert not dc.included(rules, ".venv/bin/python")
     assert not dc.included(rules, "tests/unit/test_app.py")
     assert not dc.included(rules, ".env")
+
+
+def test_a_one_shot_service_nothing_waits_for_is_reported(
+    compose: dict[str, Any], compose_text: str, dockerfile: dc.Dockerfile, routes: dc.Routes
+) -> None:
+    del compose["services"]["collector"]["depends_on"]["topics"]
+    for worker in ("worker-1", "worker-2"):
+        compose["services"][worker]["depends_on"].pop("topics", None)  # one shared dict
+    problems = dc.check_compose(compose, compose_text, dc.COMPOSE.parent, dockerfile, routes)
+    assert "compose service topics: one-shot, but no service waits for it" in problems
