@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
+from pipeline.collector.commands import collector, collector_key, openapi
 from pipeline.errors import SiyuError
+from pipeline.sdk.emitfile import emit
 from pipeline.settings import Settings, load_settings
 
 
@@ -166,6 +168,11 @@ def summary() -> None:
     from pipeline.demo import print_summary
 
     print_summary(_settings(), echo=click.echo)
+
+
+# The HTTP collector and the SDK keep their commands beside their code.
+for _command in (collector, collector_key, openapi, emit):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
