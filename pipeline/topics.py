@@ -51,19 +51,24 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     # partition. Created here so a mismatch is caught before Faust starts.
     specs += [
         TopicSpec(
-            changelog_topic(s.app_id, name),
+            changelog_topic(s.app_id, table),
             s.topic_partitions,
             s.topic_replication,
             {"cleanup.policy": "compact"},
         )
-        for name in ("user", "share", "sharer")
+        for table in TABLES
     ]
     return specs
 
 
-def changelog_topic(app_id: str, processor: str) -> str:
-    """Faust's changelog topic of the ``state-<processor>`` table."""
-    return f"{app_id}-state-{processor}-changelog"
+#: The worker's Faust tables: one state table per processor, and ingest's record of the
+#: offsets it has processed (what makes a replayed topic a no-op, see pipeline/topology.py).
+TABLES = ("state-user", "state-share", "state-sharer", "ingest-offsets")
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's changelog topic of ``table`` (a name in :data:`TABLES`)."""
+    return f"{app_id}-{table}-changelog"
 
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:

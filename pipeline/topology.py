@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 _YIELD_EVERY = 1000
 #: A watermark key per partition lives in each state table beside the keys' states.
 _WATERMARK_KEY = b"\x00watermark"
+#: In that record: the last input offset of the partition that was fully processed.
+_DONE_KEY = "done"
 
 
 def table_key(brand_id: str, key: str) -> bytes:
@@ -165,6 +167,14 @@ class Topology:
             )
             for name in self.processors
         }
+        # Per partition of the events topic, the last offset whose output was confirmed.
+        self.ingest_offsets = app.Table(
+            "ingest-offsets",
+            default=None,
+            partitions=s.topic_partitions,
+            key_type=bytes,
+            value_type=bytes,
+        )
         self.caches = {name: StateCache() for name in self.processors}
         app.on_partitions_revoked.connect(self._forget_states)
         app.on_partitions_assigned.connect(self._forget_states)
@@ -193,7 +203,10 @@ class Topology:
     async def _ingest_batch(self, batch: Sequence[Any]) -> None:
         result = IngestResult()
         decoded = 0
+        done = _Offsets(self.ingest_offsets, batch)
         for event in batch:
+            if done.replayed(event):
+                continue
             ingest_message(result, event.message.key, event.value, _source(event))
             if len(result.accepted) - decoded >= _YIELD_EVERY:
                 decoded = len(result.accepted)
@@ -212,6 +225,7 @@ class Topology:
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         await self.publish(out)
+        done.commit()
 
     def _address(self, out: Output, messages: Iterable[Addressed]) -> None:
         n = self.s.topic_partitions
@@ -252,12 +266,17 @@ class Topology:
         wm_key = _WATERMARK_KEY + b":%d" % partition
         with _in_partition(events[-1]):
             stored = table.get(wm_key)
-        progress: dict[int, int] = (
-            {int(k): v for k, v in orjson.loads(stored).items()} if stored is not None else {}
-        )
+        record = orjson.loads(stored) if stored is not None else {}
+        # The last input offset of this partition whose output was confirmed: input at or
+        # below it is a replay (offsets reset, or redelivered after a rebalance) and skipped.
+        done_upto: int = record.pop(_DONE_KEY, -1)
+        progress: dict[int, int] = {int(k): v for k, v in record.items()}
         batch = _KeyBatch(processor, table, events[-1], self.caches[name])
         steps = 0
         for event in events:
+            if event.message.offset <= done_upto:
+                continue
+            done_upto = event.message.offset
             try:
                 envelope = orjson.loads(event.value)
                 for k, v in envelope["wm"].items():
@@ -290,7 +309,9 @@ class Topology:
         for k, v in progress.items():
             if v > out.watermarks.get(k, NO_WATERMARK):
                 out.watermarks[k] = v
-        encoded = orjson.dumps({str(k): v for k, v in sorted(progress.items())})
+        record = {str(k): v for k, v in sorted(progress.items())}
+        record[_DONE_KEY] = done_upto
+        encoded = orjson.dumps(record)
         return _PartitionUpdate(batch, wm_key, None if encoded == stored else encoded)
 
     def watermark(self, progress: dict[int, int]) -> int:
@@ -489,6 +510,42 @@ def _in_partition(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+class _Offsets:
+    """Ingest's record of processed input: per partition, the last offset whose output Kafka
+    confirmed. Input at or below it is a replay — the group's offsets were reset, or a
+    rebalance redelivered what was done but not yet committed — and is skipped, so replaying
+    the events topic never counts an event twice, however old (dedup by event id only
+    reaches back one horizon). Written after the batch's output is confirmed, like states.
+    """
+
+    def __init__(self, table: Any, batch: Sequence[Any]) -> None:
+        self.table = table
+        self.last: dict[int, Any] = {}  # partition -> its last event in the batch
+        self.done: dict[int, int] = {}
+        self.skipped = 0
+        for event in batch:
+            partition = event.message.partition
+            if partition not in self.last:
+                with _in_partition(event):
+                    raw = table.get(b"%d" % partition)
+                self.done[partition] = -1 if raw is None else int(raw)
+            self.last[partition] = event
+
+    def replayed(self, event: Any) -> bool:
+        if event.message.offset <= self.done[event.message.partition]:
+            self.skipped += 1
+            return True
+        return False
+
+    def commit(self) -> None:
+        if self.skipped:
+            log.info("skipped %d replayed messages (processed before)", self.skipped)
+        for partition, event in self.last.items():
+            if event.message.offset > self.done[partition]:
+                with _in_partition(event):
+                    self.table[b"%d" % partition] = b"%d" % event.message.offset
 
 
 def _source(event: Any) -> Source:

@@ -11,9 +11,11 @@ SELECT * FROM {db}.user_loyalty FINAL;
 CREATE VIEW IF NOT EXISTS {db}.share_chains_latest AS
 SELECT * FROM {db}.share_chains FINAL;
 
--- The latest state of each sharer (orders credited to them, KOC status).
+-- The latest state of each sharer who has orders credited to them or is a KOC (a sharer
+-- whose only credit was retracted later drops out).
 CREATE VIEW IF NOT EXISTS {db}.referrers_latest AS
-SELECT * FROM {db}.referrers FINAL;
+SELECT * FROM {db}.referrers FINAL
+WHERE referred_orders > 0 OR is_koc = 1;
 
 -- The attribution that currently holds for each purchase: one row per purchase, outcomes
 -- that were retracted later are gone. kind is referral, kol or organic.
@@ -49,7 +51,8 @@ HAVING sum(sign) > 0;
 -- Per KOL and minute (UTC): clicks on the KOL's content and distinct clickers, shares in
 -- chains rooted at the KOL's content, purchases carrying the KOL's id, purchases credited
 -- to the KOL (directly or through a chain it started; net of retractions), users acquired
--- through the KOL, and those of them who became KOCs. unique_clickers is distinct within a
+-- through the KOL, and those of them who became KOCs. Minutes where everything nets to zero
+-- (a credit given, then retracted) have no row. unique_clickers is distinct within a
 -- minute: count distinct users over longer spans from events, not by summing this column.
 -- Revenue per currency is in kol_revenue_minute.
 CREATE VIEW IF NOT EXISTS {db}.kol_performance_minute AS
@@ -102,21 +105,23 @@ FROM
     FROM {db}.user_loyalty FINAL
     WHERE acquisition_kol_id IS NOT NULL AND is_koc = 1 AND koc_since_at IS NOT NULL
 )
-GROUP BY brand_id, kol_id, minute;
+GROUP BY brand_id, kol_id, minute
+HAVING clicks + shares + purchases + new_users + new_kocs > 0 OR attributed_orders != 0;
 
 -- Attributed orders and revenue per KOL, minute (UTC) of purchase and currency, net of
 -- retractions (amounts in different currencies are never added together).
 CREATE VIEW IF NOT EXISTS {db}.kol_revenue_minute AS
 SELECT
     brand_id,
-    assumeNotNull(kol_id) AS kol_id,
+    kol_id,
     toStartOfMinute(purchased_at) AS minute,
     currency,
     sum(toInt64(sign)) AS attributed_orders,
     sum(amount * sign) AS attributed_amount
 FROM {db}.purchase_credits FINAL
 WHERE kind != 'organic' AND kol_id IS NOT NULL
-GROUP BY brand_id, kol_id, minute, currency;
+GROUP BY brand_id, kol_id, minute, currency
+HAVING attributed_orders != 0 OR attributed_amount != 0;
 
 -- The conversion funnel per brand, channel and minute (UTC) of the events: clicks and
 -- distinct clickers, shares, purchases and distinct buyers, and purchases that are currently

@@ -16,7 +16,7 @@ def test_missing_topics_are_created_and_changelogs_are_compacted(kafka_bootstrap
     admin = admin_client(kafka_bootstrap)
     try:
         s = penv.settings()
-        assert topic_configs(admin, changelog_topic(s.app_id, "user"))["cleanup.policy"] == (
+        assert topic_configs(admin, changelog_topic(s.app_id, "state-user"))["cleanup.policy"] == (
             "compact"
         )
         assert topic_configs(admin, s.topic_by_user)["cleanup.policy"] == "delete"
