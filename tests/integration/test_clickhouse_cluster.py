@@ -1,0 +1,152 @@
+"""ClickHouse cluster mode on two real 18.16 servers and a ZooKeeper (deploy/local/cluster.sh:
+one shard, two replicas): `siyu migrate` creates the schema ON CLUSTER, a worker (on the dev
+Kafka) streams a scenario into the Distributed tables, and every table, view and cookbook
+query equals the batch oracle; with the sink's replica stopped, writes and reads go on
+through the other one, and the stopped replica catches up when it returns."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from pipeline.events import RejectReason
+from pipeline.sink.clickhouse import client_from_url
+from pipeline.sink.rows import TABLES
+from tests.integration import cluster
+from tests.integration.cluster import ClusterEnv
+from tests.integration.pipeline_env import running_worker, wait_for
+from tests.integration.test_topology import assert_equals_oracle, send_paced
+from tests.oracle import OracleResult, recompute
+from tests.scenario import Scenario
+from tests.views_oracle import (
+    REFERRALS_NET_SQL,
+    VIEW_COLUMNS,
+    cookbook,
+    expected_cookbook,
+    expected_views,
+    rows,
+    view_sql,
+)
+
+NODES = ("zookeeper", "clickhouse1", "clickhouse2")
+BAD_INPUTS = [(b"{not json", RejectReason.INVALID_JSON), (b"[1]", RejectReason.NOT_AN_OBJECT)]
+
+
+@pytest.fixture(scope="module")
+def ch_ports() -> Iterator[list[int]]:
+    with cluster.nodes_up(*NODES):
+        yield cluster.clickhouse_ports()
+
+
+@pytest.fixture
+def cenv(kafka_bootstrap: str, ch_ports: list[int]) -> Iterator[ClusterEnv]:
+    first, *others = ch_ports
+    env = ClusterEnv.make(kafka_bootstrap, first)
+    alt = ",".join(f"127.0.0.1:{port}" for port in others)
+    env = env.with_settings(
+        SIYU_CLICKHOUSE_URL=f"clickhouse://default:@127.0.0.1:{first}/{env.database}"
+        f"?alt_hosts={alt}",
+        SIYU_CLICKHOUSE_CLUSTER=cluster.cluster_name(),
+    )
+    done = env.siyu("migrate")
+    assert done.returncode == 0, done.stderr
+    yield env
+    ch = client_from_url(f"clickhouse://default:@127.0.0.1:{first}/default")
+    ch.execute(f"DROP DATABASE IF EXISTS {env.database} ON CLUSTER {cluster.cluster_name()}")
+    ch.disconnect()
+    shutil.rmtree(env.settings().data_dir, ignore_errors=True)
+
+
+def node_query(port: int, database: str, sql: str) -> list[tuple[Any, ...]]:
+    client = client_from_url(f"clickhouse://default:@127.0.0.1:{port}/{database}")
+    try:
+        return list(client.execute(sql))
+    finally:
+        client.disconnect()
+
+
+def replica_rows(port: int, database: str) -> dict[str, list[str]]:
+    """Every sink table's rows as one replica holds them (its local table, merged)."""
+    return {
+        table: sorted(
+            repr(r) for r in node_query(port, database, f"SELECT * FROM {table}_local FINAL")
+        )
+        for table in TABLES
+    }
+
+
+def replicas_agree(ports: list[int], database: str) -> bool:
+    held = [replica_rows(port, database) for port in ports]
+    return bool(held[0]["events"]) and all(h == held[0] for h in held[1:])
+
+
+def read_views(port: int, database: str) -> dict[str, set[tuple[Any, ...]]]:
+    got = {view: set(rows(node_query(port, database, view_sql(view)))) for view in VIEW_COLUMNS}
+    got["referrals_net"] = set(rows(node_query(port, database, REFERRALS_NET_SQL)))
+    return got
+
+
+def assert_views_and_cookbook(
+    port: int, database: str, scenario: Scenario, oracle: OracleResult
+) -> None:
+    expected = expected_views(scenario.events, oracle)
+    assert expected["kocs"] and expected["referrals_net"], "the scenario exercises little"
+    got = read_views(port, database)
+    for view, want in expected.items():
+        assert got[view] == want, (
+            f"{view} on :{port}: {len(want - got[view])} missing, {len(got[view] - want)} extra"
+        )
+    reasons = Counter(str(reason) for _, reason in BAD_INPUTS)
+    answers = expected_cookbook(scenario.events, oracle, reasons)
+    for name, sql in cookbook().items():
+        found = rows(node_query(port, database, sql))
+        if name == "dead_letters_by_reason":
+            found = [r[:2] for r in found]
+        assert found and found == answers[name], f"cookbook {name} on :{port}"
+
+
+def send_bad_inputs(env: ClusterEnv) -> None:
+    producer = KafkaProducer(bootstrap_servers=env.kafka_bootstrap, acks="all")
+    for raw, _ in BAD_INPUTS:
+        producer.send(env.settings().topic_events, raw).get(timeout=30)
+    producer.close()
+
+
+def test_cluster_schema_and_a_replica_outage(
+    cenv: ClusterEnv, ch_ports: list[int], small_scenario: Scenario, tmp_path: Path
+) -> None:
+    db = cenv.database
+    # The schema is on both replicas, public names are Distributed, and migrate is idempotent.
+    for port in ch_ports:
+        engines = dict(
+            node_query(port, db, f"SELECT name, engine FROM system.tables WHERE database = '{db}'")
+        )
+        for table in TABLES:
+            assert engines[table] == "Distributed"
+            assert engines[f"{table}_local"].startswith("Replicated")
+    again = cenv.siyu("migrate")
+    assert again.returncode == 0 and "schema is up to date" in again.stdout, again.stderr
+
+    expected = recompute(small_scenario.arrival)
+    split = len(small_scenario.arrival) * 2 // 5
+    first, second = ch_ports
+    with running_worker(cenv, tmp_path / "worker.log"):
+        send_bad_inputs(cenv)
+        send_paced(cenv, small_scenario.arrival[:split])
+        wait_for(lambda: replicas_agree(ch_ports, db), 120, "the replicas to agree", interval=1)
+        # The sink's URL names clickhouse1 first: stop it, the rest must go through clickhouse2.
+        with cluster.node_stopped("clickhouse1"):
+            send_paced(cenv, small_scenario.arrival[split:])
+            assert_equals_oracle(cenv, expected)  # read through the failover too
+            assert_views_and_cookbook(second, db, small_scenario, expected)
+        # clickhouse1 is back and fetches what was written without it.
+        wait_for(lambda: replicas_agree(ch_ports, db), 120, "clickhouse1 to catch up", interval=1)
+    node1_only = f"clickhouse://default:@127.0.0.1:{first}/{db}"
+    assert_equals_oracle(cenv.with_settings(SIYU_CLICKHOUSE_URL=node1_only), expected)
+    assert_views_and_cookbook(first, db, small_scenario, expected)
