@@ -560,6 +560,76 @@ def check_compose_scrapes(compose: Mapping[str, Any], base: Path, df: Dockerfile
     return problems
 
 
+def check_compose_grafana(compose: Mapping[str, Any], base: Path) -> list[str]:
+    """Grafana in the stack: a file mounted over a provisioning file replaces one that exists
+    and keeps its data sources (uid, name, type); every ``${VAR}`` a provisioning file reads
+    is in Grafana's environment; the dashboard providers' paths are mounted."""
+    services: Mapping[str, Any] = compose.get("services") or {}
+    grafana = [(n, s) for n, s in services.items() if "grafana" in str(s.get("image"))]
+    if not grafana:
+        return ["compose: no Grafana service"]
+    name, svc = grafana[0]
+    where = f"compose service {name}"
+    mounts = {t: s for s, t in (_volume(v) for v in svc.get("volumes") or [])}
+    env = _service_env(svc)
+    problems: list[str] = []
+
+    def host_path(target: str) -> Path | None:
+        """The repository file that Grafana sees at ``target`` (the deepest mount wins)."""
+        for mount in sorted(mounts, key=len, reverse=True):
+            if (target == mount or target.startswith(mount + "/")) and mounts[mount].startswith(
+                "."
+            ):
+                return base / mounts[mount] / target[len(mount) :].lstrip("/")
+        return None
+
+    provisioning = "/etc/grafana/provisioning"
+    for target, source in mounts.items():
+        parents = [m for m in mounts if target.startswith(m + "/") and mounts[m].startswith(".")]
+        if not parents or not source.startswith("."):
+            continue
+        parent = max(parents, key=len)
+        shadowed = base / mounts[parent] / target[len(parent) :].lstrip("/")
+        if not shadowed.exists():
+            problems.append(f"{where}: {source} is mounted over {shadowed}, which does not exist")
+        elif "/datasources/" in target and (base / source).is_file():
+
+            def sources(path: Path) -> set[tuple[str, str, str]]:
+                doc = yaml.safe_load(path.read_text()) or {}
+                return {(d["uid"], d["name"], d["type"]) for d in doc.get("datasources") or []}
+
+            if sources(base / source) != sources(shadowed):
+                problems.append(f"{where}: {source} has other data sources than {shadowed}")
+    for sub in ("datasources", "dashboards"):
+        directory = host_path(f"{provisioning}/{sub}")
+        if directory is None or not directory.is_dir():
+            continue
+        for file in sorted(directory.glob("*.y*ml")):
+            seen = host_path(f"{provisioning}/{sub}/{file.name}") or file
+            doc = yaml.safe_load(seen.read_text()) or {}
+            # Grafana expands $VAR and ${VAR} in the values of these files (not in comments).
+            for var in sorted({v for s in _strings(doc) for v in interpolated_names(s)}):
+                if var not in env:
+                    problems.append(f"{where}: {seen.name} reads ${{{var}}}, which is not set")
+            for provider in doc.get("providers") or []:
+                path = (provider.get("options") or {}).get("path", "")
+                found = host_path(path)
+                if found is None or not found.is_dir():
+                    problems.append(f"{where}: dashboards path {path} is not mounted")
+    return problems
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
 def _volume(vol: Any) -> tuple[str, str]:
     if isinstance(vol, str):
         source, _, rest = vol.partition(":")

@@ -343,3 +343,35 @@ def test_a_one_shot_service_nothing_waits_for_is_reported(
         compose["services"][worker]["depends_on"].pop("topics", None)  # one shared dict
     problems = dc.check_compose(compose, compose_text, dc.COMPOSE.parent, dockerfile, routes)
     assert "compose service topics: one-shot, but no service waits for it" in problems
+
+
+def test_compose_grafana_sees_siyu_data_sources_by_service_name_and_its_dashboards(
+    compose: dict[str, Any],
+) -> None:
+    assert dc.check_compose_grafana(compose, dc.COMPOSE.parent) == []
+
+
+def test_a_grafana_override_with_other_data_sources_is_reported(
+    tmp_path: Path, compose: dict[str, Any]
+) -> None:
+    # A copy of deploy/compose whose Grafana data sources file renamed a uid.
+    (tmp_path / "deploy" / "compose" / "grafana").mkdir(parents=True)
+    (tmp_path / "deploy" / "grafana").symlink_to(dc.ROOT / "deploy" / "grafana")
+    override = yaml.safe_load((dc.COMPOSE.parent / "grafana" / "datasources.yaml").read_text())
+    override["datasources"][0]["uid"] = "clickhouse"
+    copy_ = tmp_path / "deploy" / "compose" / "grafana" / "datasources.yaml"
+    copy_.write_text(yaml.safe_dump(override))
+    problems = dc.check_compose_grafana(compose, tmp_path / "deploy" / "compose")
+    assert any("has other data sources than" in p for p in problems), problems
+
+
+def test_grafana_mount_and_environment_mistakes_are_reported(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    del grafana["environment"]["CLICKHOUSE_PASSWORD"]
+    volumes = grafana["volumes"]
+    volumes.append("./grafana/datasources.yaml:/etc/grafana/provisioning/datasources/x.yaml")
+    volumes[:] = [v for v in volumes if "/var/lib/grafana/dashboards" not in v]
+    problems = dc.check_compose_grafana(compose, dc.COMPOSE.parent)
+    assert any("reads ${CLICKHOUSE_PASSWORD}, which is not set" in p for p in problems)
+    assert any("x.yaml, which does not exist" in p for p in problems), problems
+    assert any("dashboards path /var/lib/grafana/dashboards/siyu is not" in p for p in problems)
