@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,35 @@ def test_cluster_schema_and_a_replica_outage(
     node1_only = f"clickhouse://default:@127.0.0.1:{first}/{db}"
     assert_equals_oracle(cenv.with_settings(SIYU_CLICKHOUSE_URL=node1_only), expected)
     assert_views_and_cookbook(first, db, small_scenario, expected)
+
+
+def test_two_migrations_at_once_through_different_nodes(
+    kafka_bootstrap: str, ch_ports: list[int]
+) -> None:
+    """Two `siyu migrate` started together, one per replica, both succeed, and a third finds
+    nothing to do: every rewritten statement is idempotent and the DDL queue orders them."""
+    env = ClusterEnv.make(
+        kafka_bootstrap, ch_ports[0], SIYU_CLICKHOUSE_CLUSTER=cluster.cluster_name()
+    )
+    db = env.database
+    runs = [
+        env.with_settings(SIYU_CLICKHOUSE_URL=f"clickhouse://default:@127.0.0.1:{port}/{db}")
+        for port in ch_ports
+    ]
+    try:
+        with ThreadPoolExecutor(len(runs)) as pool:
+            done = list(pool.map(lambda e: e.siyu("migrate"), runs))
+        for proc in done:
+            assert proc.returncode == 0, proc.stderr
+            assert "applied" in proc.stdout
+        third = runs[-1].siyu("migrate")
+        assert third.returncode == 0 and "schema is up to date" in third.stdout, third.stderr
+        for port in ch_ports:
+            names = {r[0] for r in node_query(port, db, "SHOW TABLES")}
+            assert {*TABLES, *(f"{t}_local" for t in TABLES), *VIEW_COLUMNS} <= names
+    finally:
+        node_query(
+            ch_ports[0],
+            "default",
+            f"DROP DATABASE IF EXISTS {db} ON CLUSTER {cluster.cluster_name()}",
+        )
