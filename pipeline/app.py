@@ -55,7 +55,45 @@ def create_app(settings: Settings) -> faust.App:
     topo = topology.register(app, settings)
     _register_health(app, sink)
     _register_metrics(app, topo, sink, settings)
+    if settings.stall_timeout_s > 0:
+        _register_watchdog(app, topo, settings)
     return app
+
+
+def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
+    """Exit when owned partitions stop making progress (see pipeline/watchdog.py)."""
+    import asyncio
+    import os
+
+    from pipeline.watchdog import STALL_EXIT_CODE, StallWatchdog, group_offsets
+
+    watchdog = StallWatchdog(s.stall_timeout_s)
+    agent_topics = {s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer}
+
+    @app.timer(min(15.0, s.stall_timeout_s / 4), name="siyu.stall-watchdog")  # type: ignore[untyped-decorator]
+    async def watch() -> None:
+        if app.rebalancing or getattr(app, "in_recovery", False) or topo.publish_retries:
+            watchdog.reset()
+            return
+        try:
+            owned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+            owned = [tp for tp in owned if tp[0] in agent_topics]
+            committed, ends = await asyncio.get_running_loop().run_in_executor(
+                None, group_offsets, s.kafka_bootstrap, s.app_id, owned
+            )
+        except Exception as err:  # no answer from Kafka is not proof of a stall
+            log.warning("stall watchdog could not read offsets: %s", err)
+            watchdog.reset()
+            return
+        stuck = watchdog.observe(committed, ends)
+        if stuck:
+            log.critical(
+                "no progress on owned partitions; exiting with %d for a restart: %s",
+                STALL_EXIT_CODE,
+                "; ".join(stuck),
+            )
+            logging.shutdown()
+            os._exit(STALL_EXIT_CODE)
 
 
 def _register_health(app: faust.App, sink: SinkService) -> None:

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         description="Seconds before a silent worker's partitions move to the others "
         "(consumer group session timeout): how fast a crashed worker is replaced.",
     )
+    stall_timeout_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="A worker whose owned partitions have input waiting but no committed "
+        "progress for this long exits with code 75 for its supervisor to restart it "
+        "(pipeline/watchdog.py); 0 turns the watchdog off.",
+    )
 
     # --- Collector: the HTTP front door for brand apps (docs/collector.md) ----------------------
     collector_host: str = Field(default="127.0.0.1", description="Address the collector binds.")

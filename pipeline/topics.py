@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.errors import ServiceUnavailable, TopicMismatch
 from pipeline.settings import Settings
@@ -99,9 +99,23 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
     """Create missing topics and check existing ones. Returns the names created."""
     admin = admin_client(bootstrap)
     try:
+        return _ensure_topics(admin, specs)
+    except KafkaError as err:
+        raise ServiceUnavailable(
+            f"Kafka at {bootstrap} failed while siyu checked its topics: {err}"
+        ) from None
+    finally:
+        admin.close()
+
+
+def _ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> list[str]:
+    created: list[str] = []
+    for _ in range(3):
         existing = set(admin.list_topics())
         missing = [t for t in specs if t.name not in existing]
-        if missing:
+        if not missing:
+            break
+        try:
             admin.create_topics(
                 {
                     t.name: {
@@ -113,30 +127,34 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
                 },
                 wait_for_metadata=True,
             )
-        problems: list[str] = []
-        present = [t for t in specs if t.name in existing]
-        described = (
-            {d["name"]: d for d in admin.describe_topics([t.name for t in present])}
-            if present
-            else {}
-        )
-        for t in present:
-            have = len(described[t.name]["partitions"])
-            if have != t.partitions:
-                problems.append(
-                    f"{t.name} has {have} partitions, siyu is configured for "
-                    f"{t.partitions} (SIYU_TOPIC_PARTITIONS)"
-                )
-            configs = topic_configs(admin, t.name)
-            for key, want in t.configs.items():
-                if configs.get(key) != want:
-                    problems.append(f"{t.name} has {key}={configs.get(key)}, siyu needs {want}")
-        if problems:
-            raise TopicMismatch(
-                "existing topics disagree with the configuration: "
-                + "; ".join(problems)
-                + ". Fix the topics or the settings; siyu will not guess."
+            created = [t.name for t in missing]
+            break
+        except TopicAlreadyExistsError:
+            # Another worker or collector starting at the same moment created some of them:
+            # look again, and check theirs like any existing topic.
+            continue
+    # Existing topics (ours from before, or a concurrent creator's) must match the specs.
+    existing = set(admin.list_topics())
+    problems: list[str] = []
+    present = [t for t in specs if t.name in existing and t.name not in created]
+    described = (
+        {d["name"]: d for d in admin.describe_topics([t.name for t in present])} if present else {}
+    )
+    for t in present:
+        have = len(described[t.name]["partitions"])
+        if have != t.partitions:
+            problems.append(
+                f"{t.name} has {have} partitions, siyu is configured for "
+                f"{t.partitions} (SIYU_TOPIC_PARTITIONS)"
             )
-        return [t.name for t in missing]
-    finally:
-        admin.close()
+        configs = topic_configs(admin, t.name)
+        for key, want in t.configs.items():
+            if configs.get(key) != want:
+                problems.append(f"{t.name} has {key}={configs.get(key)}, siyu needs {want}")
+    if problems:
+        raise TopicMismatch(
+            "existing topics disagree with the configuration: "
+            + "; ".join(problems)
+            + ". Fix the topics or the settings; siyu will not guess."
+        )
+    return created

@@ -182,6 +182,9 @@ class Topology:
         self._swept: dict[tuple[ProcessorName, int], int] = {}
         # Ingest's progress: per events-topic partition, the largest event time seen.
         self._ingest_progress: dict[int, int] = {}
+        #: Batches whose publishing is failing and being retried (Kafka away): waiting for
+        #: a reason, which the stall watchdog must not take for a stall.
+        self.publish_retries = 0
 
     def _forget_states(self, *args: Any, **kwargs: Any) -> None:
         for cache in self.caches.values():
@@ -382,8 +385,12 @@ class Topology:
                         await self.dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
                     )
                 await asyncio.gather(*futures)
+                if attempt:
+                    self.publish_retries -= 1
                 return
             except Exception as err:  # never acknowledge input whose output was not sent
+                if attempt == 0:
+                    self.publish_retries += 1
                 attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt)
                 log.warning(

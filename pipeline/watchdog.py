@@ -1,0 +1,91 @@
+"""A worker that stops making progress exits, so its supervisor restarts it.
+
+Rarely (about one restart after a SIGKILL in ten, in the tests), a Faust worker recovers its
+tables, reports ready with every partition assigned, and then consumes nothing. The cause is
+inside Faust and not found; a restart always cures it. So each worker watches itself the way
+an operator would: per partition of the agents' topics it owns, is there input waiting
+(the end offset is past the group's committed offset) while the committed offset has not
+moved for ``SIYU_STALL_TIMEOUT_S``? Then it logs why and exits with code 75 (EX_TEMPFAIL),
+before acknowledging anything more; at-least-once delivery makes the restart safe.
+
+Waiting for a reason is not a stall: while partitions are rebalanced or tables recovered,
+or while the topology retries publishing (Kafka is away), the clock is reset. The ClickHouse
+sink is not watched: when ClickHouse is down, pausing is its job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Exit code of a stalled worker (sysexits' EX_TEMPFAIL: try again).
+STALL_EXIT_CODE = 75
+
+Partition = tuple[str, int]
+
+
+@dataclass
+class StallWatchdog:
+    """Decides from successive observations whether some partition is stuck."""
+
+    timeout_s: float
+    clock: Callable[[], float] = time.monotonic
+    #: Per partition: the committed offset last seen, and since when it has not moved.
+    _seen: dict[Partition, tuple[int | None, float]] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Forget everything: the clock starts again at the next observation."""
+        self._seen.clear()
+
+    def observe(
+        self, committed: Mapping[Partition, int | None], ends: Mapping[Partition, int]
+    ) -> list[str]:
+        """Record one observation; return a description of each stuck partition (empty
+        when all is well). ``committed`` holds the group's committed offset per owned
+        partition (None: never committed), ``ends`` the end offsets of those partitions."""
+        now = self.clock()
+        stuck: list[str] = []
+        seen: dict[Partition, tuple[int | None, float]] = {}
+        for tp, offset in committed.items():
+            end = ends.get(tp)
+            base = offset if offset is not None and offset >= 0 else 0
+            waiting = end is not None and end > base
+            previous = self._seen.get(tp)
+            since = previous[1] if previous is not None and previous[0] == offset else now
+            if not waiting:
+                since = now
+            seen[tp] = (offset, since)
+            if waiting and now - since >= self.timeout_s:
+                stuck.append(
+                    f"{tp[0]}[{tp[1]}]: committed offset {offset} unchanged for "
+                    f"{now - since:.0f}s with input up to {end} waiting"
+                )
+        self._seen = seen
+        return stuck
+
+
+def group_offsets(
+    bootstrap: str, group: str, partitions: list[Partition]
+) -> tuple[dict[Partition, int | None], dict[Partition, int]]:
+    """The group's committed offsets and the end offsets of ``partitions``, from the broker
+    (blocking: run it in an executor)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    tps = [TopicPartition(t, p) for t, p in partitions]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        listed: dict[Any, Any] = admin.list_group_offsets({group: None}).get(group, {})
+        ends = consumer.end_offsets(tps)
+    finally:
+        admin.close()
+        consumer.close()
+    committed = {
+        (tp.topic, tp.partition): (listed[tp].offset if tp in listed else None) for tp in tps
+    }
+    return committed, {(tp.topic, tp.partition): int(n) for tp, n in ends.items()}
