@@ -249,3 +249,13 @@ def test_the_app_serves_metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     text = metrics.exposition().decode()
     assert "# TYPE siyu_events_accepted_total counter" in text
     assert "# TYPE siyu_event_processing_latency_seconds histogram" in text
+
+
+def test_every_metric_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    names = [f.name for f in REGISTRY.collect() if f.name.startswith("siyu_")]
+    assert len(names) > 10
+    for family in REGISTRY.collect():
+        if family.name.startswith("siyu_"):
+            shown = family.name + ("_total" if family.type == "counter" else "")
+            assert f"`{shown}`" in docs, f"docs/metrics.md does not list {shown}"
