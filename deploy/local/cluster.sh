@@ -308,8 +308,15 @@ cmd_up() {
 }
 
 cmd_down() {
-    local i
+    local i node pid
     take_lock
+    # Brokers first, all at once: a broker's controlled shutdown needs a controller quorum,
+    # which stopping them one by one takes away from the last (it would wait for SIGKILL).
+    for node in "${NODES[@]}"; do
+        if [[ $node == kafka* ]] && pid=$(live_pid "$(kn_home "${node#kafka}")/run/kafka.pid" "$(kn_marker "${node#kafka}")"); then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
     for ((i = ${#NODES[@]} - 1; i >= 0; i--)); do
         case ${NODES[i]} in
         zookeeper) zookeeper_down ;;
