@@ -37,6 +37,7 @@ import faust
 import orjson
 from faust.streams import _current_event
 
+from pipeline import metrics
 from pipeline.deadletter import Source
 from pipeline.domain import (
     NO_WATERMARK,
@@ -135,6 +136,8 @@ class Output:
     event_rows: list[list[Any]] = field(default_factory=list)
     domain_rows: list[DomainRow] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: Each message a state agent stepped, and whether the step emitted rows (metrics).
+    stepped: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
 
 
 class Topology:
@@ -204,6 +207,7 @@ class Topology:
             await run_to_completion(self._ingest_batch(batch))
 
     async def _ingest_batch(self, batch: Sequence[Any]) -> None:
+        started = time.monotonic()
         result = IngestResult()
         decoded = 0
         done = _Offsets(self.ingest_offsets, batch)
@@ -229,6 +233,7 @@ class Topology:
                 await asyncio.sleep(0)
         await self.publish(out)
         done.commit()
+        metrics.record_ingest(len(batch), result, time.monotonic() - started)
 
     def _address(self, out: Output, messages: Iterable[Addressed]) -> None:
         n = self.s.topic_partitions
@@ -246,6 +251,7 @@ class Topology:
         return agent
 
     async def _state_batch(self, name: ProcessorName, batch: Sequence[Any]) -> None:
+        started = time.monotonic()
         by_partition: dict[int, list[Any]] = defaultdict(list)
         for event in batch:
             by_partition[event.message.partition].append(event)
@@ -260,6 +266,8 @@ class Topology:
         # the same output from the old state; the other order could lose that output.
         for update in updates:
             update.commit()
+        seconds = time.monotonic() - started
+        metrics.record_state(name.value, out.stepped, out.domain_rows, out.dead_letters, seconds)
 
     async def _apply_partition(
         self, name: ProcessorName, partition: int, events: list[Any], out: Output
@@ -303,6 +311,7 @@ class Topology:
                     continue
                 self._address(out, result.messages)
                 out.domain_rows.extend(result.rows)
+                out.stepped.append((item, bool(result.rows)))
         watermark = self.watermark(progress)
         if watermark - self._swept.get((name, partition), NO_WATERMARK) >= (
             self.s.sweep_every_s * 1_000_000
