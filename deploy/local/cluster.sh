@@ -93,6 +93,7 @@ ch_node_start() {
     # shellcheck disable=SC2086 # $server may be "clickhouse server"
     (cd "$home" && exec setsid $server "$marker" </dev/null >>"$home/logs/stdout.log" 2>&1 9>&-) &
     printf '%s\n' "$!" >"$pidfile"
+    await_exec "$!" "$marker" || true
 }
 
 ch_node_wait() {
@@ -201,6 +202,7 @@ kn_start() {
     setsid java "${KN_JVM[@]}" kafka.Kafka "$home/config/server.properties" \
         </dev/null >>"$home/logs/kafka.out" 2>&1 9>&- &
     printf '%s\n' "$!" >"$pidfile"
+    await_exec "$!" "$marker" || true
 }
 
 kn_wait() {

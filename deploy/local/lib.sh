@@ -29,6 +29,19 @@ live_pid() {
     printf '%s\n' "$pid"
 }
 
+# await_exec PID MARKER: wait (up to 5 s) until PID, just forked by `cmd &`, has become the
+# command whose line contains MARKER. Until then its command line is the forking shell's, and
+# a readiness check that fails fast would take the process for one that exited.
+await_exec() {
+    local pid=$1 marker=$2 i
+    for ((i = 0; i < 50; i++)); do
+        pid_matches "$pid" "$marker" && return 0
+        [[ -e /proc/$pid ]] || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
 port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

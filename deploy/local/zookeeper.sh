@@ -57,6 +57,7 @@ zookeeper_up() {
         </dev/null >>"$ZK_OUT_LOG" 2>&1 9>&- &
     pid=$!
     printf '%s\n' "$pid" >"$ZK_PIDFILE"
+    await_exec "$pid" "$ZK_MARKER" || true
     wait_ready zookeeper "$ZK_PIDFILE" "$ZK_MARKER" "$ZK_OUT_LOG" "" zookeeper_answers
     info "zookeeper: started (pid $pid, 127.0.0.1:$SIYU_CLUSTER_ZK_PORT) in $((SECONDS - started))s; log $ZK_OUT_LOG"
 }
