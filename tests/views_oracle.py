@@ -217,6 +217,26 @@ def expected_views(events: list[Event], oracle: OracleResult) -> dict[str, set[t
     return {name: set(rows(values)) for name, values in out.items()}
 
 
+def read_views(client: Any) -> dict[str, set[tuple[Any, ...]]]:
+    """Every view's rows as :func:`expected_views` spells them (``client``: any
+    clickhouse-driver-shaped client whose default database holds the views)."""
+    got = {view: set(rows(client.execute(view_sql(view)))) for view in VIEW_COLUMNS}
+    got["referrals_net"] = set(rows(client.execute(REFERRALS_NET_SQL)))
+    return got
+
+
+def assert_views_match(client: Any, events: list[Event], oracle: OracleResult) -> None:
+    """Every view equals its recomputation, with a readable difference if not."""
+    expected = expected_views(events, oracle)
+    got = read_views(client)
+    for view, rows_expected in expected.items():
+        missing, extra = rows_expected - got[view], got[view] - rows_expected
+        assert not missing and not extra, (
+            f"{view}: {len(missing)} missing, e.g. {sorted(missing, key=str)[:3]}; "
+            f"{len(extra)} unexpected, e.g. {sorted(extra, key=str)[:3]}"
+        )
+
+
 def _floor(us: int) -> int:
     return us - us % _MINUTE_US
 

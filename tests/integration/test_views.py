@@ -26,13 +26,12 @@ from tests.integration.test_topology import quiescent, send_paced
 from tests.oracle import OracleResult, recompute
 from tests.scenario import Scenario
 from tests.views_oracle import (
-    REFERRALS_NET_SQL,
-    VIEW_COLUMNS,
+    assert_views_match,
     cookbook,
     expected_cookbook,
     expected_views,
+    read_views,
     rows,
-    view_sql,
 )
 
 #: Bad inputs sent with the scenario, and the reason each must be dead-lettered for.
@@ -90,12 +89,6 @@ def produced(
     shutil.rmtree(penv.settings().data_dir, ignore_errors=True)
 
 
-def _read_views(client: Any) -> dict[str, set[tuple[Any, ...]]]:
-    got = {view: set(rows(client.execute(view_sql(view)))) for view in VIEW_COLUMNS}
-    got["referrals_net"] = set(rows(client.execute(REFERRALS_NET_SQL)))
-    return got
-
-
 def _answers(client: Any) -> dict[str, list[tuple[Any, ...]]]:
     return {name: rows(client.execute(sql)) for name, sql in cookbook().items()}
 
@@ -115,15 +108,9 @@ def test_every_view_equals_the_oracle(produced: Produced) -> None:
     assert any(int(r[5]) > 0 for r in expected["kol_performance_minute"])  # shares in chains
     client = _client(produced)
     try:
-        got = _read_views(client)
+        assert_views_match(client, produced.scenario.events, produced.oracle)
     finally:
         client.disconnect()
-    for view, rows_expected in expected.items():
-        missing, extra = rows_expected - got[view], got[view] - rows_expected
-        assert not missing and not extra, (
-            f"{view}: {len(missing)} missing, e.g. {sorted(missing)[:3]}; "
-            f"{len(extra)} unexpected, e.g. {sorted(extra)[:3]}"
-        )
 
 
 def test_every_cookbook_query_answers_right_on_18_16(produced: Produced) -> None:
@@ -157,7 +144,7 @@ def test_views_and_cookbook_give_the_same_answers_on_current_clickhouse(
             if data:
                 chdb.execute(f"INSERT INTO siyu_copy.{table} ({', '.join(columns)}) VALUES", data)
         chdb.execute("USE siyu_copy")
-        assert _read_views(chdb) == _read_views(source)
+        assert read_views(chdb) == read_views(source)
         assert _answers(chdb) == _answers(source)
     finally:
         source.disconnect()
@@ -194,7 +181,7 @@ def test_full_replay_of_every_topic_changes_no_view(produced: Produced) -> None:
     state agents' topics, rows); views and cookbook answers stay exactly as they were."""
     client = _client(produced)
     try:
-        before_views, before_answers = _read_views(client), _answers(client)
+        before_views, before_answers = read_views(client), _answers(client)
         _reset_to_earliest(produced.penv)
         assert not quiescent(produced.penv), "the reset left nothing to replay"
         worker = Worker(produced.penv, produced.log_dir / "replay.log")
@@ -204,7 +191,7 @@ def test_full_replay_of_every_topic_changes_no_view(produced: Produced) -> None:
             wait_for(lambda: quiescent(produced.penv), 300, "the replay to finish", interval=0.5)
         finally:
             worker.stop()
-        assert _read_views(client) == before_views
+        assert read_views(client) == before_views
         assert _answers(client) == before_answers
         log = (produced.log_dir / "replay.log").read_text()
         assert "skipped" in log and "replayed messages" in log
