@@ -25,14 +25,16 @@ zookeeper_install() {
     info "zookeeper $(deb_version zookeeper): installed"
 }
 
-# zookeeper_answers: the server says `imok` to `ruok` on its client port.
+# zookeeper_answers: the server serves requests: `srvr` reports its mode. (`ruok` is not
+# enough: it says `imok` while the database is still loading, and ClickHouse 18.16 crashes
+# when its ZooKeeper handshake fails in that window.)
 zookeeper_answers() {
     local reply=""
     exec 3<>"/dev/tcp/127.0.0.1/$SIYU_CLUSTER_ZK_PORT" || return 1
-    printf 'ruok' >&3
-    read -r -t 3 -n 4 reply <&3 || true
+    printf 'srvr' >&3
+    reply=$(timeout 3 cat <&3) || true
     exec 3>&- 3<&-
-    [[ $reply == imok ]]
+    [[ $reply == *"Mode: "* ]]
 }
 
 zookeeper_up() {
