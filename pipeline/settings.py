@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         description="Seconds before a silent worker's partitions move to the others "
         "(consumer group session timeout): how fast a crashed worker is replaced.",
     )
+    watermark_hops: int = Field(
+        default=8,
+        ge=1,
+        description="Rounds of the by-* topics being processed to their end before ingest "
+        "announces event-time progress (pipeline/watermarks.py): bounds the causal chains "
+        "(agent to agent) a watermark never overtakes.",
+    )
     stall_timeout_s: float = Field(
         default=120.0,
         ge=0,

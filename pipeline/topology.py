@@ -62,12 +62,16 @@ from pipeline.sink.rows import (
     event_row,
     json_array_chunks,
 )
+from pipeline.watchdog import group_offsets
+from pipeline.watermarks import ConfirmedProgress
 
 log = logging.getLogger(__name__)
 
 #: Events or messages handled between two yields to the event loop: Kafka heartbeats run on
 #: the same loop, and a batch that held it for the session timeout would cost a rebalance.
 _YIELD_EVERY = 1000
+#: Seconds between polls of the by-* topics' committed and end offsets (watermarks.py).
+_CONFIRM_EVERY_S = 0.5
 #: A watermark key per partition lives in each state table beside the keys' states.
 _WATERMARK_KEY = b"\x00watermark"
 #: In that record: the last input offset of the partition that was fully processed.
@@ -183,8 +187,13 @@ class Topology:
         app.on_partitions_assigned.connect(self._forget_states)
         # Per partition of each processor: the watermark at the last sweep of expired state.
         self._swept: dict[tuple[ProcessorName, int], int] = {}
-        # Ingest's progress: per events-topic partition, the largest event time seen.
+        # Ingest's progress: per events-topic partition, the largest event time seen; the
+        # part of it whose envelopes Kafka confirmed; and the part whose consequences all
+        # agents have processed, which is what ingest announces (pipeline/watermarks.py).
         self._ingest_progress: dict[int, int] = {}
+        self._published_progress: dict[int, int] = {}
+        self.confirmed = ConfirmedProgress(s.watermark_hops)
+        self._announced: dict[int, int] = {}
         #: Batches whose publishing is failing and being retried (Kafka away): waiting for
         #: a reason, which the stall watchdog must not take for a stall.
         self.publish_retries = 0
@@ -196,6 +205,7 @@ class Topology:
     # -- ingest ---------------------------------------------------------------------------
 
     def register(self) -> None:
+        self.app.timer(_CONFIRM_EVERY_S, name="siyu.confirm-watermark")(self._confirm_watermark)
         self.app.agent(self.events_topic, name="siyu.ingest")(self._ingest_agent)
         for name in self.processors:
             self.app.agent(self.by_topic[name], name=f"siyu.state-{name.value}")(
@@ -218,9 +228,9 @@ class Topology:
             if len(result.accepted) - decoded >= _YIELD_EVERY:
                 decoded = len(result.accepted)
                 await asyncio.sleep(0)  # let heartbeats and fetches run
-        # The batch is judged against the progress from before it, as the domain's Engine
-        # does; the batch's own events move it forward for the next one.
-        out = Output(watermarks=dict(self._ingest_progress), dead_letters=result.dead_letters)
+        # Envelopes carry the progress whose consequences are processed, never this batch's
+        # own: the domain's Engine, too, judges a batch against the progress from before it.
+        out = Output(watermarks=dict(self.confirmed.confirmed), dead_letters=result.dead_letters)
         now = int(time.time())
         progress = self._ingest_progress
         for i, (ev, src) in enumerate(result.accepted):
@@ -233,7 +243,42 @@ class Topology:
                 await asyncio.sleep(0)
         await self.publish(out)
         done.commit()
+        self._published_progress = dict(progress)
+        self._announced = out.watermarks
         metrics.record_ingest(len(batch), result, time.monotonic() - started)
+
+    async def _confirm_watermark(self) -> None:
+        """Advance the announced watermark as the by-* topics are processed (see
+        pipeline/watermarks.py), and tell every state partition when it moved while no
+        events came (or the last ones' progress would never be announced)."""
+        s = self.s
+        published = dict(self._published_progress)
+        if not published:
+            return
+        partitions = [(t, p) for t in self.topic_names.values() for p in range(s.topic_partitions)]
+        try:
+            committed, ends = await asyncio.get_running_loop().run_in_executor(
+                None, group_offsets, s.kafka_bootstrap, s.app_id, partitions
+            )
+        except Exception as err:  # no answer now: the watermark just waits
+            log.debug("watermark confirmation skipped: %s", err)
+            return
+        confirmed = self.confirmed.observe(published, committed, ends)
+        if confirmed == self._announced:
+            return
+        out = Output(watermarks=dict(confirmed))
+        self._announced = out.watermarks
+        head = b'{"wm":' + orjson.dumps({str(k): v for k, v in confirmed.items()}) + b',"m":[]}'
+        try:
+            await asyncio.gather(
+                *[
+                    await self.app.producer.send(topic, None, head, p, None, None)
+                    for topic, p in partitions
+                ]
+            )
+        except Exception as err:  # the next tick, or the next batch, carries it
+            log.warning("announcing the watermark failed: %s", err)
+            self._announced = {}
 
     def _address(self, out: Output, messages: Iterable[Addressed]) -> None:
         n = self.s.topic_partitions

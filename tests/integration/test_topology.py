@@ -109,6 +109,21 @@ def test_topology_equals_the_batch_oracle(
     assert_equals_oracle(penv, expected)
 
 
+def test_a_backlog_of_two_weeks_sent_at_once_equals_the_batch_oracle(
+    penv: PipelineEnv, scenario: Scenario, tmp_path: Path
+) -> None:
+    """Everything in Kafka before the worker starts, as after an outage: ingest reads days
+    of event time ahead of the state agents' queues, and the watermark it announces must
+    still never overtake what they have to say to each other (pipeline/watermarks.py)."""
+    expected = recompute(scenario.arrival)
+    topics = penv.siyu("topics")
+    assert topics.returncode == 0, topics.stderr
+    send(penv, scenario.arrival, per_message=200)
+    with running_worker(penv, tmp_path / "worker.log"):
+        wait_for(lambda: quiescent(penv), 300, "the backlog to be processed", interval=0.5)
+    assert_equals_oracle(penv, expected)
+
+
 #: The stall watchdog's timeout in the crash tests (the default is two minutes).
 _STALL_TIMEOUT = "20"
 
