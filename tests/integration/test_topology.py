@@ -40,9 +40,7 @@ def send_paced(
     penv: PipelineEnv, events: list[Event], per_step: int = 150, include_sink: bool = True
 ) -> None:
     """Send like live traffic: about half a day of event time at a time, each step waiting
-    until the pipeline is quiet. The watermark assumes what is in flight between the state
-    agents is less than the allowed lateness (1 day) behind; dumping 14 days at once would
-    break that assumption (see the closing note of issue 4)."""
+    until the pipeline is quiet (a backlog sent at once has its own test)."""
     for i in range(0, len(events), per_step):
         send(penv, events[i : i + per_step])
         wait_for(
