@@ -38,6 +38,10 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 def main() -> None:
     """siyu: which KOLs and which customers really bring customers, live."""
+    # clickhouse-driver logs each failed connection with its traceback; without a handler
+    # Python would print it before siyu's one-line error. Where logging is configured (the
+    # worker), the records still propagate to it.
+    logging.getLogger("clickhouse_driver").addHandler(logging.NullHandler())
 
 
 @main.command()
@@ -152,22 +156,31 @@ def check() -> None:
 
 
 @main.command()
-@click.option("--events", "n_events", default=5000, show_default=True, help="Events to generate.")
-@click.option("--seed", default=7, show_default=True, help="Random seed (same seed, same run).")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for ClickHouse.")
-def demo(n_events: int, seed: int, timeout: float) -> None:
-    """Send generated events (with some bad ones) and print what landed in ClickHouse."""
-    from pipeline.demo import run_demo
+@click.option("--users", default=4000, show_default=True, type=click.IntRange(10), help="Audience.")
+@click.option(
+    "--days", default=21, show_default=True, type=click.IntRange(1), help="Days of traffic."
+)
+@click.option("--seed", default=7, show_default=True, help="Random seed (same seed, same events).")
+def demo(users: int, days: int, seed: int) -> None:
+    """Run a generated brand through collector, Kafka, worker and ClickHouse; print the
+    answers and whether they agree with a recomputation (exit code 1 if not)."""
+    from pipeline.demo import demo_command
+    from pipeline.demo_brand import BrandParams
 
-    run_demo(_settings(), n_events=n_events, seed=seed, timeout=timeout, echo=click.echo)
+    params = BrandParams(users=users, days=days, seed=seed)
+    if not demo_command(_settings(), params, echo=click.echo).agrees:
+        sys.exit(1)
 
 
 @main.command()
-def summary() -> None:
-    """Print events by type and dead letters by reason, read back from ClickHouse."""
-    from pipeline.demo import print_summary
+@click.option("--brand", default=None, help="Brand id [the demo brand's].")
+def summary(brand: str | None) -> None:
+    """Print the demo's answers (KOLs, KOCs, tiers, conversion, dead letters) for a brand,
+    read from the demo's ClickHouse database."""
+    from pipeline.demo import demo_database, print_answers
+    from pipeline.demo_brand import BrandParams
 
-    print_summary(_settings(), echo=click.echo)
+    print_answers(demo_database(_settings()), brand or BrandParams().brand_id, echo=click.echo)
 
 
 # The HTTP collector and the SDK keep their commands beside their code.
