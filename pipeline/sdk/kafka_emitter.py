@@ -1,10 +1,10 @@
 """The Kafka emitter: events straight to the events topic with kafka-python.
 
-The producer is idempotent with ``acks=all``, so within its delivery timeout kafka-python
-retries by itself without duplicates. When a send still fails (a broker down longer than
-the delivery timeout), the emitter resends the *same envelope bytes* with backoff, up to
-``max_attempts``: same bytes, same event ids, so the worst a retry can do is write a copy
-that the pipeline drops by ``event_id``.
+The producer writes with ``acks=all``; within its delivery timeout kafka-python retries by
+itself. When a send still fails (a broker down longer than the delivery timeout), the
+emitter resends the *same envelope bytes* with backoff, up to ``max_attempts``: same bytes,
+same event ids, so the worst a retry can do is write a copy that the pipeline drops by
+``event_id``. That dedup is also why the producer is not idempotent (see the config).
 
 Envelopes are packed per partition (:mod:`pipeline.envelopes`): a user's events go to one
 partition of the events topic, in order. The message key is the brand id when the envelope
@@ -79,18 +79,26 @@ class KafkaEmitter(Emitter):
             from kafka import KafkaProducer
 
             delivery_ms = int(delivery_timeout_s * 1000)
-            producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers,
-                client_id="siyu-sdk",
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=linger_ms,
+            config: dict[str, Any] = {
+                "client_id": "siyu-sdk",
+                "linger_ms": linger_ms,
                 # kafka-python requires delivery >= linger + request timeout.
-                request_timeout_ms=max(1000, min(30_000, delivery_ms - linger_ms)),
-                delivery_timeout_ms=delivery_ms,
-                max_request_size=1_048_576,
+                "request_timeout_ms": max(1000, min(30_000, delivery_ms - linger_ms)),
+                "delivery_timeout_ms": delivery_ms,
+                "max_request_size": 1_048_576,
+                # kafka-python waits up to 30 s between reconnects by default; a broker
+                # that restarted would sit idle that long.
+                "reconnect_backoff_max_ms": 5000,
                 **producer_config,
-            )
+                # Not negotiable: flush() promises what all in-sync replicas confirmed.
+                "acks": "all",
+                # Off on purpose: the pipeline drops copies by event_id, so producer
+                # idempotence adds nothing here, and kafka-python's idempotent producer
+                # (3.0.x) stops sending for good once a batch expires during a broker
+                # outage (its producer id is reset and never fetched again).
+                "enable_idempotence": False,
+            }
+            producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
         self._producer = producer
 
     # --- Emitter ----------------------------------------------------------------------------
@@ -120,8 +128,11 @@ class KafkaEmitter(Emitter):
         while self._in_flight:
             current, self._in_flight = self._in_flight, []
             failed: list[tuple[_InFlight, BaseException]] = []
+            # One deadline for the round: waiting the full timeout per envelope would make
+            # a dead broker cost (envelopes x timeout) before the first resend.
+            deadline = time.monotonic() + self._wait_s
             for f in current:
-                outcome = f.error or self._outcome(f.future)
+                outcome = f.error or self._outcome(f.future, deadline)
                 if outcome is None:
                     self._settled(len(f.packed.events))
                 else:
@@ -186,9 +197,9 @@ class KafkaEmitter(Emitter):
             flight.error = err
         self._in_flight.append(flight)
 
-    def _outcome(self, future: Any) -> BaseException | None:
+    def _outcome(self, future: Any, deadline: float) -> BaseException | None:
         try:
-            future.get(timeout=self._wait_s)
+            future.get(timeout=max(0.0, deadline - time.monotonic()))
         except Exception as err:
             return err
         return None
