@@ -254,11 +254,15 @@ class Collector:
         )
 
     def _shed(self) -> web.Response:
-        if self.kafka_down:
-            return self._unavailable(
-                KafkaUnavailable("unavailable", "Kafka is not confirming writes")
-            )
         retry = self.settings.collector_retry_after_s
+        if self.kafka_down:
+            return _error(
+                503,
+                ErrorCode.KAFKA_UNAVAILABLE,
+                "Kafka is not confirming writes and the collector is at its limit of "
+                f"requests in flight; none was accepted, retry after {retry}s",
+                retry_after=retry,
+            )
         return _error(
             429,
             ErrorCode.BUSY,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.envelopes import Packed, pack_envelopes
+from pipeline.errors import ServiceUnavailable
 from pipeline.sdk.base import DeliveryError, Emitter
 from pipeline.sdk.retry import Backoff
 
@@ -77,6 +78,7 @@ class KafkaEmitter(Emitter):
         self._in_flight: list[_InFlight] = []
         if producer is None:
             from kafka import KafkaProducer
+            from kafka.errors import KafkaError
 
             delivery_ms = int(delivery_timeout_s * 1000)
             config: dict[str, Any] = {
@@ -98,7 +100,12 @@ class KafkaEmitter(Emitter):
                 # outage (its producer id is reset and never fetched again).
                 "enable_idempotence": False,
             }
-            producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
+            try:
+                producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
+            except KafkaError as err:
+                raise ServiceUnavailable(
+                    f"Kafka at {bootstrap_servers} is not reachable ({type(err).__name__})"
+                ) from None
         self._producer = producer
 
     # --- Emitter ----------------------------------------------------------------------------
