@@ -7,14 +7,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from tests.integration import stack
 from tests.integration.pipeline_env import REPO, free_port, wait_for
 
 
@@ -168,3 +172,26 @@ def event_ids(records: list[Any]) -> list[str]:
         else:
             ids.append(obj["event_id"])
     return ids
+
+
+@contextmanager
+def kafka_stopped(start_attempts: int = 5) -> Iterator[None]:
+    """Kafka stopped for the block, and started again however the block ends.
+
+    Like ``stack.service_stopped``, but the start is retried: on this shared machine a
+    start right after a stop can find the old broker still releasing its ports
+    ("port ... is already used"), and one failed start must not leave Kafka down for
+    everybody.
+    """
+    stack.stop_service("kafka")
+    try:
+        yield
+    finally:
+        for attempt in range(1, start_attempts + 1):
+            try:
+                stack.start_service("kafka")
+                break
+            except stack.StackError:
+                if attempt == start_attempts:
+                    raise
+                time.sleep(3)

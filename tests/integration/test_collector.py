@@ -32,6 +32,7 @@ from tests.integration.collector_env import (
     end_offsets,
     event_ids,
     get,
+    kafka_stopped,
     post,
     post_chunked,
     read_topic,
@@ -335,7 +336,7 @@ def test_with_kafka_stopped_503_and_nothing_accepted_then_the_same_request_succe
     tag = _tag()
     body = {"events": [_acme(tag, i) for i in range(5)]}
     before = c.offsets()
-    with stack.service_stopped("kafka"):  # restarted on the way out, even on failure
+    with kafka_stopped():  # restarted on the way out, even on failure
         down = c.send(body, c.key_acme)
         assert down.status == 503, down
         assert down.body["error"] == "kafka_unavailable"

@@ -18,7 +18,7 @@ from pipeline.sdk.retry import Backoff
 from pipeline.sink.clickhouse import client_from_url
 from pipeline.topics import topic_specs
 from tests.integration import stack
-from tests.integration.collector_env import event_ids, read_topic
+from tests.integration.collector_env import event_ids, kafka_stopped, read_topic
 from tests.integration.pipeline_env import PipelineEnv, running_worker, wait_for
 
 N_EVENTS = 600
@@ -88,7 +88,7 @@ def test_events_sent_through_a_broker_restart_land_exactly_once(
     thread.start()
     try:
         wait_for(lambda: len(ids) >= N_EVENTS // 5, 60, "the first events tracked")
-        with stack.service_stopped("kafka"):
+        with kafka_stopped():
             time.sleep(1)  # events tracked while the broker is down
     finally:
         thread.join(timeout=300)
