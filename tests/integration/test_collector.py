@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,7 @@ from tests.unit.test_events import purchase
 
 MAX_BODY = 65_536
 MAX_EVENTS = 100
+MAX_INFLIGHT = 2
 DOCUMENTED = openapi_document()["paths"]["/v1/events"]["post"]["responses"]
 
 
@@ -89,6 +91,7 @@ def collector(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
         "SIYU_COLLECTOR_MAX_EVENTS": str(MAX_EVENTS),
         "SIYU_COLLECTOR_SEND_TIMEOUT_S": "2",
         "SIYU_COLLECTOR_RETRY_AFTER_S": "1",
+        "SIYU_COLLECTOR_MAX_INFLIGHT_REQUESTS": str(MAX_INFLIGHT),
     }
     proc = CollectorProcess(env, tmp_path_factory.mktemp("collector") / "collector.log")
     try:
@@ -319,6 +322,39 @@ def test_metrics_count_requests_events_and_rejects_by_brand(collector: Running) 
     after = [sample(accepted), sample(rejected), sample(unauthorized)]
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
     assert sample("siyu_collector_request_seconds_count") > 0
+
+
+def test_requests_beyond_the_in_flight_limit_get_429_and_slots_come_back(
+    collector: Running,
+) -> None:
+    c = collector
+
+    def inflight() -> float:
+        for line in str(get(c.proc.url + "/metrics").body).splitlines():
+            if line.startswith("siyu_collector_inflight_requests "):
+                return float(line.split()[-1])
+        raise AssertionError("no siyu_collector_inflight_requests in /metrics")
+
+    # Uploads that sent their headers but not all of their body hold every slot.
+    head = (
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {c.key_acme}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n{"
+    ).encode()
+    slow = [socket.create_connection(("127.0.0.1", c.proc.port)) for _ in range(MAX_INFLIGHT)]
+    try:
+        for sock in slow:
+            sock.sendall(head)
+        wait_for(lambda: inflight() == MAX_INFLIGHT, 30, "the slow uploads holding every slot")
+        busy = c.send({"events": [_acme(_tag(), 0)]}, c.key_acme)
+        assert (busy.status, busy.body["error"]) == (429, "busy")
+        assert busy.headers["Retry-After"] == "1"
+    finally:
+        for sock in slow:
+            sock.close()
+    # Clients that give up mid-body give their slots back.
+    wait_for(lambda: inflight() == 0, 30, "the slots given back")
+    assert c.send({"events": [_acme(_tag(), 0)]}, c.key_acme).status == 200
 
 
 def test_with_kafka_stopped_503_and_nothing_accepted_then_the_same_request_succeeds(
