@@ -11,13 +11,11 @@ Every test under tests/integration/ is marked ``integration``.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from pipeline.sink.clickhouse import client_from_url
 from tests.integration import stack
 from tests.integration.pipeline_env import PipelineEnv
 from tests.scenario import Scenario, generate
@@ -84,10 +82,7 @@ def penv(kafka_bootstrap: str, clickhouse_port: int) -> Iterator[PipelineEnv]:
     done = env.siyu("migrate")
     assert done.returncode == 0, done.stderr
     yield env
-    ch = client_from_url(env.settings().clickhouse_url, database="default")
-    ch.execute(f"DROP DATABASE IF EXISTS siyu_{env.name}")
-    ch.disconnect()
-    shutil.rmtree(env.settings().data_dir, ignore_errors=True)
+    env.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -74,6 +75,37 @@ class PipelineEnv:
     def settings(self, **extra: str) -> Settings:
         fields = {k.removeprefix("SIYU_").lower(): v for k, v in self.env(**extra).items()}
         return Settings(**fields)  # type: ignore[arg-type]
+
+    def cleanup(self) -> None:
+        """Drop what this namespace left on the stack: its database, its topics (and Faust's
+        changelogs), its workers' state. Topics left behind pile up on the shared broker and
+        make every restart of it slower."""
+        from kafka.admin import KafkaAdminClient
+
+        from pipeline.sink.clickhouse import client_from_url
+
+        if self.clickhouse_port:
+            ch = client_from_url(self.settings().clickhouse_url, database="default")
+            try:
+                ch.execute(f"DROP DATABASE IF EXISTS siyu_{self.name}")
+            finally:
+                ch.disconnect()
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
+        except Exception:  # Kafka away (a test stopped it): nothing to delete now
+            pass
+        else:
+            try:
+                ours = [
+                    t
+                    for t in admin.list_topics()
+                    if t.startswith((f"{self.name}.", f"siyu-{self.name}-"))
+                ]
+                if ours:
+                    admin.delete_topics(ours, raise_errors=False)
+            finally:
+                admin.close()
+        shutil.rmtree(self.settings().data_dir, ignore_errors=True)
 
     def siyu(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

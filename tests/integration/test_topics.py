@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
 from pipeline.topics import admin_client, changelog_topic, topic_configs
 from tests.integration.pipeline_env import PipelineEnv
 
 
-def test_missing_topics_are_created_and_changelogs_are_compacted(kafka_bootstrap: str) -> None:
-    penv = PipelineEnv.fresh(kafka_bootstrap, 0)
+@pytest.fixture
+def penv0(kafka_bootstrap: str) -> Iterator[PipelineEnv]:
+    """A namespace of topics only (no database); its topics are deleted afterwards."""
+    env = PipelineEnv.fresh(kafka_bootstrap, 0)
+    yield env
+    env.cleanup()
+
+
+def test_missing_topics_are_created_and_changelogs_are_compacted(
+    kafka_bootstrap: str, penv0: PipelineEnv
+) -> None:
+    penv = penv0
     first = penv.siyu("topics")
     assert first.returncode == 0, first.stderr
     assert "created:" in first.stdout
@@ -25,9 +39,9 @@ def test_missing_topics_are_created_and_changelogs_are_compacted(kafka_bootstrap
 
 
 def test_existing_topics_that_disagree_stop_the_start_with_one_clear_line(
-    kafka_bootstrap: str,
+    penv0: PipelineEnv,
 ) -> None:
-    penv = PipelineEnv.fresh(kafka_bootstrap, 0)
+    penv = penv0
     assert penv.siyu("topics").returncode == 0
     refused = penv.siyu("topics", SIYU_TOPIC_PARTITIONS="6")
     assert refused.returncode == 2

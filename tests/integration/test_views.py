@@ -5,7 +5,6 @@ of every topic from the beginning changes no answer."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -83,10 +82,7 @@ def produced(
     finally:
         worker.stop()
     yield Produced(penv, recompute(scenario.arrival), scenario, log_dir)
-    ch = client_from_url(penv.settings().clickhouse_url, database="default")
-    ch.execute(f"DROP DATABASE IF EXISTS siyu_{penv.name}")
-    ch.disconnect()
-    shutil.rmtree(penv.settings().data_dir, ignore_errors=True)
+    penv.cleanup()
 
 
 def _answers(client: Any) -> dict[str, list[tuple[Any, ...]]]:
