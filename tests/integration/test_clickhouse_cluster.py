@@ -1,9 +1,9 @@
 """ClickHouse cluster mode on two real 18.16 servers and a ZooKeeper (deploy/local/cluster.sh:
 one shard, two replicas): `siyu migrate` creates the schema ON CLUSTER, a worker (on the dev
 Kafka) streams a scenario into the Distributed tables, and every table, view and cookbook
-query equals the batch oracle; with the sink's first replica stopped, a worker starts,
-writes and is read through the other one, and the stopped replica catches up when it
-returns."""
+query equals the batch oracle: with the sink's first replica stopped, a worker starts,
+writes and is read through the other one; a replica stopped under a running sink in the
+middle of a step is failed over; and a stopped replica catches up when it returns."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from pipeline.sink.rows import TABLES
 from tests.integration import cluster
 from tests.integration.cluster import ClusterEnv
 from tests.integration.pipeline_env import running_worker, wait_for
-from tests.integration.test_topology import assert_equals_oracle, send_paced
+from tests.integration.test_topology import assert_equals_oracle, send, send_paced
 from tests.oracle import OracleResult, recompute
-from tests.scenario import Scenario
+from tests.scenario import Event, Scenario
 from tests.views_oracle import (
     REFERRALS_NET_SQL,
     VIEW_COLUMNS,
@@ -95,9 +95,9 @@ def read_views(port: int, database: str) -> dict[str, set[tuple[Any, ...]]]:
 
 
 def assert_views_and_cookbook(
-    port: int, database: str, scenario: Scenario, oracle: OracleResult
+    port: int, database: str, events: list[Event], oracle: OracleResult
 ) -> None:
-    expected = expected_views(scenario.events, oracle)
+    expected = expected_views(events, oracle)
     assert expected["kocs"] and expected["referrals_net"], "the scenario exercises little"
     got = read_views(port, database)
     for view, want in expected.items():
@@ -105,12 +105,17 @@ def assert_views_and_cookbook(
             f"{view} on :{port}: {len(want - got[view])} missing, {len(got[view] - want)} extra"
         )
     reasons = Counter(str(reason) for _, reason in BAD_INPUTS)
-    answers = expected_cookbook(scenario.events, oracle, reasons)
+    answers = expected_cookbook(events, oracle, reasons)
     for name, sql in cookbook().items():
         found = rows(node_query(port, database, sql))
         if name == "dead_letters_by_reason":
             found = [r[:2] for r in found]
         assert found and found == answers[name], f"cookbook {name} on :{port}"
+
+
+def distinct(events: list[Event]) -> list[Event]:
+    """Each event once (the first sent), as the oracle counts them."""
+    return list({(e.brand_id, e.event_id): e for e in reversed(events)}.values())
 
 
 def send_bad_inputs(env: ClusterEnv) -> None:
@@ -135,30 +140,42 @@ def test_cluster_schema_and_a_replica_outage(
     again = cenv.siyu("migrate")
     assert again.returncode == 0 and "schema is up to date" in again.stdout, again.stderr
 
-    expected = recompute(small_scenario.arrival)
-    split = len(small_scenario.arrival) * 2 // 5
-    first, second = ch_ports
+    arrival = small_scenario.arrival
+    a, b = len(arrival) * 2 // 5, len(arrival) * 4 // 5
+    second = ch_ports[1]
     with running_worker(cenv, tmp_path / "worker1.log"):
         send_bad_inputs(cenv)
-        send_paced(cenv, small_scenario.arrival[:split])
+        send_paced(cenv, arrival[:a])
     # The worker is stopped, so nothing reaches clickhouse1 after the replicas agree (its
     # timers write rows even without input): a row clickhouse2 had not fetched yet would be
     # missing there, rightly, until clickhouse1 returns.
     wait_for(lambda: replicas_agree(ch_ports, db), 120, "the replicas to agree", interval=1)
-    # The sink's URL names clickhouse1 first: with it stopped, a worker starts, writes and is
-    # read through clickhouse2 (?alt_hosts).
+
+    # 1. The sink's URL names clickhouse1 first: with it stopped, a worker starts, writes and
+    # is read through clickhouse2 (?alt_hosts), and clickhouse2 alone holds the whole result.
+    so_far = recompute(arrival[:b])
     with (
         cluster.node_stopped("clickhouse1"),
         running_worker(cenv, tmp_path / "worker2.log"),
     ):
-        send_paced(cenv, small_scenario.arrival[split:])
-        assert_equals_oracle(cenv, expected)
-        assert_views_and_cookbook(second, db, small_scenario, expected)
+        send_paced(cenv, arrival[a:b])
+        assert_equals_oracle(cenv, so_far)
+        assert_views_and_cookbook(second, db, distinct(arrival[:b]), so_far)
     # clickhouse1 is back and fetches what was written without it.
     wait_for(lambda: replicas_agree(ch_ports, db), 120, "clickhouse1 to catch up", interval=1)
-    node1_only = f"clickhouse://default:@127.0.0.1:{first}/{db}"
-    assert_equals_oracle(cenv.with_settings(SIYU_CLICKHOUSE_URL=node1_only), expected)
-    assert_views_and_cookbook(first, db, small_scenario, expected)
+
+    # 2. A replica dies under a running sink, in the middle of a step: the sink reconnects to
+    # the other one and goes on; after the replica returns, both hold the whole result.
+    expected = recompute(arrival)
+    with running_worker(cenv, tmp_path / "worker3.log"):
+        send(cenv, arrival[b : b + 150])
+        with cluster.node_stopped("clickhouse1"):
+            send_paced(cenv, arrival[b + 150 :])
+    wait_for(lambda: replicas_agree(ch_ports, db), 120, "clickhouse1 to catch up", interval=1)
+    for port in ch_ports:
+        only = f"clickhouse://default:@127.0.0.1:{port}/{db}"
+        assert_equals_oracle(cenv.with_settings(SIYU_CLICKHOUSE_URL=only), expected)
+        assert_views_and_cookbook(port, db, small_scenario.events, expected)
 
 
 def test_two_migrations_at_once_through_different_nodes(
