@@ -2,7 +2,7 @@
 
 What it does, in order:
 
-1. generates a month of a believable brand (:mod:`pipeline.demo_brand`: KOL campaigns,
+1. generates weeks of a believable brand (:mod:`pipeline.demo_brand`: KOL campaigns,
    WeChat share cascades, KOCs, repeat buyers; seeded, so a run can be repeated);
 2. starts a worker and a collector as child processes (``siyu worker``, ``siyu collector``)
    on free loopback ports, the collector configured with the hash of an API key made for
