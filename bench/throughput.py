@@ -1,65 +1,45 @@
-"""End-to-end throughput of one worker, against a plain consumer in the same run.
+"""Throughput of one worker end to end, against a plain consumer of the same backlog.
 
-Not a test: ``make bench`` (or ``.venv/bin/python -m bench.throughput``) with the local stack
-up. For each run, in a fresh namespace (topics, consumer groups, database):
+``python -m bench.throughput`` runs this part alone (``python -m bench`` runs everything);
+the local stack must be up. Each run, in a fresh namespace (:mod:`bench.namespace`):
 
-1. the same events are produced once, as envelopes of ``--envelope`` events, to the events
-   topic (a backlog, so consumption speed is what is measured);
+1. the events are sent through the SDK's Kafka emitter (:mod:`bench.backlog`) as a
+   backlog, so consumption speed is what is measured;
 2. **ceiling**: a plain aiokafka consumer reads the backlog and parses and validates every
    event (orjson + Pydantic, :func:`pipeline.events.decode_message`), nothing else;
-3. **siyu**: one ``siyu worker`` process consumes the same backlog through the full topology
-   (ingest, user/share/sharer state agents with tables, the ClickHouse sink) until every
-   event is visible in ClickHouse and every consumer group has committed the end of its
-   topics.
+3. **siyu**: one ``siyu worker`` process, started on the backlog, runs the full topology
+   (ingest, the user/share/sharer state agents with their tables, the ClickHouse sink)
+   until every event is visible in ClickHouse and every consumer group has committed the
+   end of its topics.
 
-Reported per run: events/s of each, the ratio, the worker's CPU seconds per event and its
-peak memory. Medians over ``--runs`` runs with min/max, written to ``bench/results/`` as
-JSON and Markdown. The machine is shared and noisy: read ratios, not absolute figures.
+Reported per run: events/s of each and their ratio, the worker's CPU seconds per event
+and its peak resident memory. The clock of the worker starts when it reports ready and
+stops when the whole topology is quiet, not just when the ``events`` rows are in (that
+moment is reported too). The machine is shared and noisy: read ratios, not absolute
+figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
-import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from kafka import KafkaProducer
 
-from pipeline.events import decode_message, encode_envelope
+from bench import report
+from bench.backlog import SDK_BATCH, emit, scenario_events, users_of
+from bench.namespace import drained, exit_cleanly_on_sigterm, namespace, proc_stats, worker
+from pipeline.events import decode_message
+from pipeline.sdk.base import AnyEvent
+from pipeline.settings import Settings
 from pipeline.sink.clickhouse import client_from_url
-from tests.integration.pipeline_env import PipelineEnv, Worker, wait_for
-from tests.integration.test_topology import quiescent
-from tests.scenario import generate
+from tests.integration.pipeline_env import PipelineEnv, wait_for
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def produce(penv: PipelineEnv, events: list[Any], envelope: int) -> int:
-    s = penv.settings()
-    topics = penv.siyu("topics")
-    if topics.returncode != 0:
-        raise SystemExit(topics.stderr)
-    producer = KafkaProducer(
-        bootstrap_servers=s.kafka_bootstrap,
-        acks="all",
-        linger_ms=20,
-        max_request_size=16 * 1024 * 1024,
-        batch_size=1024 * 1024,
-    )
-    n = 0
-    for i in range(0, len(events), envelope):
-        producer.send(s.topic_events, encode_envelope(events[i : i + envelope]))
-        n += 1
-    producer.flush()
-    producer.close()
-    return n
+#: Sink flush interval of the worker: the production default (the test helpers use less).
+SINK_FLUSH_SECONDS = str(Settings.model_fields["sink_flush_seconds"].default)
 
 
 async def ceiling(penv: PipelineEnv, expected: int) -> float:
@@ -90,117 +70,81 @@ async def ceiling(penv: PipelineEnv, expected: int) -> float:
         await consumer.stop()
 
 
-def _proc_stats(pid: int) -> tuple[float, int]:
-    """(CPU seconds, peak RSS bytes) of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = 100.0
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    peak = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
-    return cpu, peak
-
-
-def siyu_run(penv: PipelineEnv, expected: int, log: Path) -> tuple[float, float, int]:
-    """(seconds, worker CPU seconds, worker peak RSS) to get ``expected`` events through."""
-    s = penv.settings()
-    worker = Worker(penv, log, SIYU_SINK_FLUSH_SECONDS="1.0")
-    try:
-        worker.wait_ready()
-        cpu0, _ = _proc_stats(worker.proc.pid)
+def siyu_run(penv: PipelineEnv, expected: int) -> dict[str, float]:
+    """One worker through the backlog: seconds to visible and to quiet, CPU, memory."""
+    with worker(penv, "throughput", SIYU_SINK_FLUSH_SECONDS=SINK_FLUSH_SECONDS) as w:
+        cpu0, rss0, _ = proc_stats(w.proc.pid)
         start = time.perf_counter()
-        client = client_from_url(s.clickhouse_url)
+        client = client_from_url(penv.settings().clickhouse_url)
+        try:
 
-        def visible() -> bool:
-            return bool(client.execute("SELECT count() FROM events_unique")[0][0] >= expected)
+            def visible() -> bool:
+                rows = client.execute("SELECT count() FROM events_unique")
+                return bool(rows[0][0] >= expected)
 
-        wait_for(visible, 900, f"{expected} events in ClickHouse", interval=0.2)
-        wait_for(lambda: quiescent(penv), 900, "the pipeline to go quiet", interval=0.5)
+            wait_for(visible, 900, f"{expected} events in ClickHouse", interval=0.2)
+        finally:
+            client.disconnect()
+        visible_s = time.perf_counter() - start
+        wait_for(lambda: drained(penv), 900, "the pipeline to go quiet", interval=0.3)
         elapsed = time.perf_counter() - start
-        cpu1, peak = _proc_stats(worker.proc.pid)
-        client.disconnect()
-        return elapsed, cpu1 - cpu0, peak
-    finally:
-        worker.stop()
+        cpu1, _, peak = proc_stats(w.proc.pid)
+    return {
+        "seconds": elapsed,
+        "visible_seconds": visible_s,
+        "cpu_seconds": cpu1 - cpu0,
+        "rss_ready_bytes": rss0,
+        "peak_rss_bytes": peak,
+    }
+
+
+def one_run(
+    kafka: str, clickhouse_port: int, events: list[AnyEvent], sdk_batch: int
+) -> dict[str, Any]:
+    """A full throughput run in a fresh namespace; the figures of :func:`report.summarise`."""
+    n = len(events)
+    with namespace(kafka, clickhouse_port) as penv:
+        messages = emit(penv, events, sdk_batch)
+        ceiling_s = asyncio.run(ceiling(penv, n))
+        siyu = siyu_run(penv, n)
+    return {
+        "ceiling_events_per_s": n / ceiling_s,
+        "siyu_events_per_s": n / siyu["seconds"],
+        "siyu_events_per_s_to_visible": n / siyu["visible_seconds"],
+        "ratio_to_ceiling": ceiling_s / siyu["seconds"],
+        "worker_cpu_us_per_event": siyu["cpu_seconds"] / n * 1e6,
+        "worker_peak_rss_mib": siyu["peak_rss_bytes"] / 2**20,
+        "worker_ready_rss_mib": siyu["rss_ready_bytes"] / 2**20,
+        "events_per_message": n / messages,
+    }
+
+
+def runs(
+    kafka: str, clickhouse_port: int, n_events: int, n_runs: int, sdk_batch: int = SDK_BATCH
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``n_runs`` throughput runs on the same generated events: (meta, per-run figures)."""
+    events = scenario_events(n_events, n_users=max(200, n_events // 20))
+    meta = {"events": len(events), "users": users_of(events), "sdk_batch": sdk_batch}
+    out = []
+    for r in range(n_runs):
+        run = one_run(kafka, clickhouse_port, events, sdk_batch)
+        out.append(run)
+        print(f"throughput run {r + 1}/{n_runs}: {report.line(run)}", file=sys.stderr, flush=True)
+    return meta, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=60_000)
-    parser.add_argument("--envelope", type=int, default=500)
+    parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sdk-batch", type=int, default=SDK_BATCH, help="events per SDK batch")
     parser.add_argument("--kafka", default="127.0.0.1:19092")
     parser.add_argument("--clickhouse-port", type=int, default=19000)
     args = parser.parse_args()
-
-    # Dense traffic (about 3 events per second of event time) keeps the whole log inside
-    # the allowed lateness, as a live campaign day would be.
-    events = generate(
-        seed=8,
-        n_events=args.events,
-        n_users=max(200, args.events // 20),
-        spacing_s=1,
-        max_delay_s=60,
-        duplicate_rate=0.0,
-        heavy_share=0.05,
-    ).events
-    runs: list[dict[str, float]] = []
-    for r in range(args.runs):
-        penv = PipelineEnv.fresh(args.kafka, args.clickhouse_port)
-        migrated = penv.siyu("migrate")
-        if migrated.returncode != 0:
-            raise SystemExit(migrated.stderr)
-        messages = produce(penv, events, args.envelope)
-        ceiling_s = asyncio.run(ceiling(penv, len(events)))
-        log = RESULTS / f"worker-{penv.name}.log.tmp"
-        RESULTS.mkdir(exist_ok=True)
-        siyu_s, cpu_s, peak = siyu_run(penv, len(events), log)
-        run = {
-            "ceiling_events_per_s": len(events) / ceiling_s,
-            "siyu_events_per_s": len(events) / siyu_s,
-            "ratio": ceiling_s / siyu_s,
-            "worker_cpu_us_per_event": cpu_s / len(events) * 1e6,
-            "worker_peak_rss_mib": peak / 2**20,
-        }
-        runs.append(run)
-        print(
-            f"run {r + 1}: {messages} messages, "
-            + ", ".join(f"{k}={v:,.2f}" for k, v in run.items()),
-            file=sys.stderr,
-        )
-        client = client_from_url(penv.settings().clickhouse_url, database="default")
-        client.execute(f"DROP DATABASE IF EXISTS siyu_{penv.name}")
-        client.disconnect()
-
-    summary = {
-        k: {
-            "median": statistics.median(r[k] for r in runs),
-            "min": min(r[k] for r in runs),
-            "max": max(r[k] for r in runs),
-        }
-        for k in runs[0]
-    }
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS.mkdir(exist_ok=True)
-    meta = {"events": len(events), "envelope": args.envelope, "runs": args.runs, "when": stamp}
-    (RESULTS / f"throughput-{stamp}.json").write_text(
-        json.dumps({"meta": meta, "runs": runs, "summary": summary}, indent=2) + "\n"
-    )
-    lines = [
-        f"# Throughput, one worker ({len(events):,} events in envelopes of {args.envelope}, "
-        f"{args.runs} runs, {stamp})",
-        "",
-        "| figure | median | min | max |",
-        "|---|---:|---:|---:|",
-        *(
-            f"| {k} | {v['median']:,.2f} | {v['min']:,.2f} | {v['max']:,.2f} |"
-            for k, v in summary.items()
-        ),
-    ]
-    table = "\n".join(lines) + "\n"
-    (RESULTS / f"throughput-{stamp}.md").write_text(table)
-    print(table)
+    exit_cleanly_on_sigterm()
+    meta, per_run = runs(args.kafka, args.clickhouse_port, args.events, args.runs, args.sdk_batch)
+    results = {"meta": report.meta(**meta), "throughput": report.summarise(per_run)}
+    print(report.write("throughput", results, report.markdown(results)))
 
 
 if __name__ == "__main__":

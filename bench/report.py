@@ -1,0 +1,262 @@
+"""Summaries of repeated runs, the Markdown table, the verdict, and the files under results/.
+
+Every figure of a repeated measurement is reported as median, min and max over the runs,
+never as a single best run. One run of ``python -m bench`` writes one JSON file (every
+run's raw figures, the summaries and the setup) and one Markdown file (the table printed
+at the end), both named by the UTC time the run started.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: Targets of issue 8.
+MIN_RATIO_TO_CEILING = 0.30
+MAX_P99_SECONDS = 5.0
+
+
+def stamp() -> str:
+    """UTC time now, for file names: 20261123T210811Z."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{"summary": {figure: {median, min, max}}, "runs": runs}`` over numeric figures."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float)] if runs else []
+    summary = {
+        k: {
+            "median": statistics.median(r[k] for r in runs),
+            "min": min(r[k] for r in runs),
+            "max": max(r[k] for r in runs),
+        }
+        for k in keys
+    }
+    return {"summary": summary, "runs": list(runs)}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of ``values``; NaN when there are none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def line(run: dict[str, Any]) -> str:
+    """One run's figures on one line (progress output)."""
+    return ", ".join(
+        f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in run.items()
+        if isinstance(v, int | float | str)
+    )
+
+
+def _fmt(v: float, digits: int = 0) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{digits}f}"
+
+
+def _row(label: str, s: dict[str, float], digits: int = 0, extra: str | None = None) -> str:
+    cells = [_fmt(s["median"], digits), _fmt(s["min"], digits), _fmt(s["max"], digits)]
+    return f"| {label} | " + " | ".join([*cells, *([] if extra is None else [extra])]) + " |"
+
+
+def throughput_table(t: dict[str, Any]) -> list[str]:
+    s = t["summary"]
+    ceiling = s["ceiling_events_per_s"]["median"]
+
+    def vs_ceiling(key: str) -> str:
+        return f"{s[key]['median'] / ceiling:.1%}"
+
+    return [
+        "| figure | median | min | max | of the ceiling (medians) |",
+        "|---|---:|---:|---:|---:|",
+        _row("ceiling: plain aiokafka consumer, parse + validate, events/s",
+             s["ceiling_events_per_s"], extra="100%"),
+        _row("siyu, one worker, SDK → Kafka → topology → ClickHouse, until quiet, events/s",
+             s["siyu_events_per_s"], extra=vs_ceiling("siyu_events_per_s")),
+        _row("siyu, until every `events` row is visible, events/s",
+             s["siyu_events_per_s_to_visible"], extra=vs_ceiling("siyu_events_per_s_to_visible")),
+        _row("ratio to the ceiling in the same run", s["ratio_to_ceiling"], 3, ""),
+        _row("worker CPU, µs per event", s["worker_cpu_us_per_event"], 0, ""),
+        _row("worker peak resident memory, MiB", s["worker_peak_rss_mib"], 0, ""),
+        _row("worker resident memory when ready, MiB", s["worker_ready_rss_mib"], 0, ""),
+        _row("events per Kafka message (SDK envelopes)", s["events_per_message"], 1, ""),
+    ]  # fmt: skip
+
+
+def latency_table(lat: dict[str, Any]) -> list[str]:
+    s = lat["summary"]
+    return [
+        "| figure | median | min | max |",
+        "|---|---:|---:|---:|",
+        _row("offered rate, events/s", s["offered_events_per_s"]),
+        _row("achieved send rate, events/s", s["sent_events_per_s"]),
+        _row("events measured", s["measured"]),
+        _row("events never visible (must be 0)", s["missing"]),
+        _row("event time → visible, p50, s", s["p50_s"], 3),
+        _row("event time → visible, p95, s", s["p95_s"], 3),
+        _row("event time → visible, p99, s", s["p99_s"], 3),
+        _row("event time → visible, max, s", s["max_s"], 3),
+        _row("poll period (resolution), ms", s["poll_period_ms"]),
+        _row("mean poll query, ms", s["mean_query_ms"], 1),
+        _row("worker CPU used, % of one core", s["worker_cpu_percent"]),
+    ]  # fmt: skip
+
+
+def state_table(st: dict[str, Any]) -> list[str]:
+    workers, p = st["workers"], st["pure"]
+    lines = ["| figure | MiB per 100k users | what it is |", "|---|---:|---|"]
+    for w in workers:
+        inside = (
+            "the parsed-state cache and the store's bytes"
+            if w["store"] == "memory"
+            else "the parsed-state cache, plus RocksDB memtables, which grow in blocks up to "
+            "their configured size rather than per user"
+        )
+        lines.append(
+            f"| worker resident memory, {w['store']} store | "
+            f"{_fmt(w['rss_growth_mib_per_100k'], 1)} | RSS growth while a second backlog of "
+            f"{w['users_second_phase']:,} new users went through ({inside}) |"
+        )
+    for w in workers:
+        if w["store"] == "rocksdb":
+            lines.append(
+                f"| RocksDB files (SST + WAL) | {_fmt(w['rocksdb_mib_per_100k'], 1)} | "
+                "the worker's data directory after it stopped (compressed SSTs, write-ahead "
+                "log) |"
+            )
+    w = workers[0]
+    keys = ", ".join(f"{k} {v:,}" for k, v in sorted(w["keys"].items()))
+    lines += [
+        f"| changelogs, live records | {_fmt(w['changelog_live_mib_per_100k'], 1)} | "
+        "key + value bytes of the latest record per key: what a memory store holds as bytes "
+        f"and a compacted changelog converges to ({w['store']} run; live keys: {keys}) |",
+        f"| changelogs, as written | {_fmt(w['changelog_log_mib_per_100k'], 1)} | "
+        "broker log size right after the run (every version, before compaction) |",
+        f"| pure domain core: serialised state | {_fmt(p['state_mib_per_100k'], 1)} | "
+        "bench/state_size.py: keys + orjson states of the Engine, no Kafka, no Faust |",
+        f"| pure domain core: resident memory | {_fmt(p['rss_mib_per_100k'], 1)} | "
+        "bench/state_size.py: RSS gained building those states (the parsed-state cache) |",
+    ]
+    return lines
+
+
+def verdict(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, passed) for each target of issue 8 that was measured."""
+    out = []
+    t = results.get("throughput")
+    if t:
+        ratio = t["summary"]["ratio_to_ceiling"]["median"]
+        out.append(
+            (
+                f"one worker sustains ≥ {MIN_RATIO_TO_CEILING:.0%} of the ceiling",
+                f"{ratio:.1%} (median of {len(t['runs'])})",
+                ratio >= MIN_RATIO_TO_CEILING,
+            )
+        )
+    lat = results.get("latency")
+    if lat:
+        worst = max(r["p99_s"] for r in lat["runs"])
+        missing = sum(r["missing"] for r in lat["runs"])
+        measured = f"{worst:.2f} s (worst run)" + (f", {missing} never visible" if missing else "")
+        out.append(
+            (
+                f"p99 event → visible < {MAX_P99_SECONDS:.0f} s at half the max rate",
+                measured,
+                missing == 0 and worst < MAX_P99_SECONDS,
+            )
+        )
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [f"# siyu benchmark, {meta['when']}", "", meta["setup"], ""]
+    if "throughput" in results:
+        lines += [
+            f"## Throughput, one worker ({meta['events']:,} events, {meta['users']:,} users, "
+            f"{len(results['throughput']['runs'])} runs)",
+            "",
+            *throughput_table(results["throughput"]),
+            "",
+        ]
+    if "latency" in results:
+        lat = results["latency"]
+        lines += [
+            f"## Latency at a fixed offered rate ({len(lat['runs'])} run(s))",
+            "",
+            lat["note"],
+            "",
+            *latency_table(lat),
+            "",
+        ]
+    if "state" in results:
+        st = results["state"]
+        lines += [
+            f"## State size per 100,000 users ({st['workers'][0]['users']:,} users, "
+            f"{st['workers'][0]['events']:,} events through one worker; pure core: "
+            f"{st['pure']['users']:,} users)",
+            "",
+            *state_table(st),
+            "",
+        ]
+    if "domain" in results:
+        d = results["domain"]
+        lines += [
+            "## Domain core alone (bench/domain_bench.py)",
+            "",
+            f"{d['events']:,} events, median of {d['runs']} runs: "
+            f"{d['events_per_cpu_s']:,.0f} events per CPU second "
+            f"({d['cpu_us_per_event']:.1f} µs per event).",
+            "",
+        ]
+    checks = verdict(results)
+    if checks:
+        lines += ["## Targets of issue 8", "", "| target | measured | result |", "|---|---|---|"]
+        lines += [f"| {t} | {m} | {'PASS' if ok else 'FAIL'} |" for t, m, ok in checks]
+        lines += ["", verdict_line(checks)]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_line(checks: list[tuple[str, str, bool]]) -> str:
+    failed = [f"{t}: {m}" for t, m, ok in checks if not ok]
+    return "RESULT: PASS" if not failed else "RESULT: FAIL (" + "; ".join(failed) + ")"
+
+
+def write(kind: str, results: dict[str, Any], table: str) -> str:
+    """Write ``results`` as JSON and ``table`` as Markdown under results/; returns table."""
+    RESULTS.mkdir(exist_ok=True)
+    when = results["meta"]["when"]
+    base = RESULTS / f"{kind}-{when}"
+    base.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    base.with_suffix(".md").write_text(table)
+    return table + f"\n(written: {base}.json, {base}.md)\n"
+
+
+def meta(**figures: Any) -> dict[str, Any]:
+    """The run's setup: when, the machine, the commit, plus ``figures``."""
+    import os
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "pipeline"))
+    load = os.getloadavg()
+    setup = (
+        f"Commit {commit}{' with uncommitted changes in pipeline/' if dirty else ''}; "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the start (the machine may "
+        "be shared: read ratios, not absolute figures)."
+    )
+    return {"when": stamp(), "commit": commit, "pipeline_dirty": dirty, "setup": setup, **figures}
