@@ -1,0 +1,161 @@
+"""``python -m bench`` (``make bench``): issue 8's benchmark of siyu on the real local stack.
+
+In one run, with Kafka and ClickHouse up (``make up``):
+
+1. **throughput** (:mod:`bench.throughput`), ``--runs`` times: the same events sent
+   through the SDK as a backlog; the ceiling (a plain aiokafka consumer that only parses
+   and validates them) and one siyu worker end to end (full topology, ClickHouse sink)
+   on it; events/s of both, their ratio, the worker's CPU per event and peak memory;
+2. **latency** (:mod:`bench.latency`): live traffic through the SDK at half the median
+   worker throughput just measured; event time to visible in ClickHouse, p50/p95/p99;
+3. **state size** (:mod:`bench.worker_state`, :mod:`bench.state_size`): a worker's memory,
+   RocksDB and changelog bytes per 100,000 users, and the pure core's figure;
+4. **domain core alone** (:mod:`bench.domain_bench`): events per CPU second of the steps.
+
+Repeated figures are medians with min/max. One JSON and one Markdown file go to
+``bench/results/`` (named by the UTC start time); the table is printed with the ratio to
+the ceiling and a PASS/FAIL line for the targets of issue 8 (one worker at 30% of the
+ceiling or more; p99 under 5 s). The exit status is 0 whatever the verdict, unless
+``--check`` is given. The defaults keep a run under about ten minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+
+from bench import latency, report, throughput, worker_state
+from bench.namespace import exit_cleanly_on_sigterm
+
+
+def domain_core(n_events: int, runs: int) -> dict[str, float]:
+    """bench/domain_bench.py's measurement: median events per CPU second of the domain."""
+    from bench.domain_bench import generate, run_once
+
+    events = generate(n_events)
+    gc.freeze()
+    try:
+        cpu = statistics.median(run_once(events, 500, False)[1] for _ in range(runs))
+    finally:
+        gc.unfreeze()
+    return {
+        "events": len(events),
+        "runs": runs,
+        "events_per_cpu_s": len(events) / cpu,
+        "cpu_us_per_event": cpu / len(events) * 1e6,
+    }
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.splitlines()[0].strip("`")
+    )
+    parser.add_argument("--events", type=int, default=30_000, help="events per throughput run")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs")
+    parser.add_argument("--sdk-batch", type=int, default=1000, help="events per SDK batch")
+    parser.add_argument(
+        "--latency-rate", type=float, help="offered events/s (default: half the median max)"
+    )
+    parser.add_argument("--latency-runs", type=int, default=1)
+    parser.add_argument("--latency-warmup", type=float, default=10.0, help="seconds")
+    parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds measured")
+    parser.add_argument("--latency-poll", type=float, default=0.1, help="poll period, seconds")
+    parser.add_argument("--state-events", type=int, default=20_000, help="two halves")
+    parser.add_argument("--state-users", type=int, default=5_000, help="user ids per brand")
+    parser.add_argument(
+        "--state-store",
+        nargs="+",
+        choices=["memory", "rocksdb"],
+        default=["memory", "rocksdb"],
+        help="one state run per store",
+    )
+    parser.add_argument("--pure-state-events", type=int, default=100_000)
+    parser.add_argument("--domain-events", type=int, default=50_000)
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["throughput", "latency", "state", "domain"],
+        help="leave a part out (repeatable)",
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--kafka", default="127.0.0.1:19092")
+    parser.add_argument("--clickhouse-port", type=int, default=19000)
+    return parser.parse_args()
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    args = parse()
+    exit_cleanly_on_sigterm()
+    began = time.monotonic()
+    results: dict[str, object] = {}
+    meta: dict[str, object] = {"sdk_batch": args.sdk_batch}
+    rate = args.latency_rate
+
+    if "throughput" not in args.skip:
+        progress(f"throughput: {args.runs} run(s) of {args.events:,} events")
+        run_meta, runs = throughput.runs(
+            args.kafka, args.clickhouse_port, args.events, args.runs, args.sdk_batch
+        )
+        meta.update(run_meta)
+        results["throughput"] = t = report.summarise(runs)
+        if rate is None:
+            rate = t["summary"]["siyu_events_per_s"]["median"] / 2
+
+    if "latency" not in args.skip:
+        if rate is None:
+            raise SystemExit("--latency-rate is needed when the throughput runs are skipped")
+        progress(f"latency: {args.latency_runs} run(s) at {rate:,.0f} events/s")
+        runs = []
+        for r in range(args.latency_runs):
+            run = latency.latency_run(
+                args.kafka,
+                args.clickhouse_port,
+                rate,
+                warmup=args.latency_warmup,
+                duration=args.latency_duration,
+                poll=args.latency_poll,
+            )
+            runs.append(run)
+            progress(f"latency run {r + 1}/{args.latency_runs}: {report.line(run)}")
+        results["latency"] = lat = report.summarise(runs)
+        lat["note"] = latency.note(
+            rate, args.latency_warmup, args.latency_duration, latency.TICK, args.latency_poll
+        )
+
+    if "state" not in args.skip:
+        workers = []
+        for store in args.state_store:
+            progress(f"state: {args.state_events:,} events through a worker, {store} store")
+            w = worker_state.worker_state(
+                args.kafka, args.clickhouse_port, args.state_events, args.state_users, store
+            )
+            progress(f"state, {store} store: {report.line(w)}")
+            workers.append(w)
+        progress(f"state: the pure core on {args.pure_state_events:,} events")
+        pure = worker_state.pure_state(args.pure_state_events)
+        results["state"] = {"workers": workers, "pure": pure}
+
+    if "domain" not in args.skip:
+        progress(f"domain core: {args.domain_events:,} events")
+        results["domain"] = domain_core(args.domain_events, 3)
+
+    meta["elapsed_s"] = round(time.monotonic() - began)
+    full = {"meta": report.meta(**meta), **results}
+    table = report.markdown(full)
+    print(report.write("bench", full, table))
+    progress(f"done in {meta['elapsed_s']} s")
+    if args.check and not all(ok for _, _, ok in report.verdict(full)):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
