@@ -69,9 +69,8 @@ format: install ## Apply ruff's fixes and formatting
 clean: down ## Remove the virtualenv and local state (not the Maven cache)
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
-bench: migrate ## Throughput of one worker vs a plain consumer, and the domain step alone
-	$(PY) -m bench.throughput
-	$(PY) bench/domain_bench.py
+bench: migrate ## Issue 8's benchmark: one worker vs the ceiling, latency, state size (BENCH_ARGS=--help)
+	$(PY) -m bench $(BENCH_ARGS)
 
 COMPOSE := docker compose -f deploy/compose/compose.yaml
 
