@@ -28,6 +28,7 @@ import sys
 import time
 
 from bench import latency, report, throughput, worker_state
+from bench.backlog import SDK_BATCH
 from bench.namespace import exit_cleanly_on_sigterm
 
 
@@ -51,19 +52,22 @@ def domain_core(n_events: int, runs: int) -> dict[str, float]:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__.splitlines()[0].strip("`")
+        prog="python -m bench",
+        description="Issue 8's benchmark of siyu on the real local stack (see bench/__main__.py).",
     )
     parser.add_argument("--events", type=int, default=30_000, help="events per throughput run")
     parser.add_argument("--runs", type=int, default=3, help="throughput runs")
-    parser.add_argument("--sdk-batch", type=int, default=1000, help="events per SDK batch")
+    parser.add_argument("--sdk-batch", type=int, default=SDK_BATCH, help="events per SDK batch")
     parser.add_argument(
-        "--latency-rate", type=float, help="offered events/s (default: half the median max)"
+        "--latency-rate",
+        type=float,
+        help="offered events/s of the latency and state runs (default: half the median max)",
     )
     parser.add_argument("--latency-runs", type=int, default=1)
     parser.add_argument("--latency-warmup", type=float, default=10.0, help="seconds")
     parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds measured")
     parser.add_argument("--latency-poll", type=float, default=0.1, help="poll period, seconds")
-    parser.add_argument("--state-events", type=int, default=20_000, help="two halves")
+    parser.add_argument("--state-events", type=int, default=20_000, help="per state run (2 halves)")
     parser.add_argument("--state-users", type=int, default=5_000, help="user ids per brand")
     parser.add_argument(
         "--state-store",
@@ -127,15 +131,23 @@ def main() -> int:
             progress(f"latency run {r + 1}/{args.latency_runs}: {report.line(run)}")
         results["latency"] = lat = report.summarise(runs)
         lat["note"] = latency.note(
-            rate, args.latency_warmup, args.latency_duration, latency.TICK, args.latency_poll
+            rate, args.latency_warmup, args.latency_duration, args.latency_poll
         )
 
     if "state" not in args.skip:
         workers = []
         for store in args.state_store:
-            progress(f"state: {args.state_events:,} events through a worker, {store} store")
+            progress(
+                f"state: {args.state_events:,} events through a worker, {store} store, "
+                f"at {rate or 500.0:,.0f} events/s"
+            )
             w = worker_state.worker_state(
-                args.kafka, args.clickhouse_port, args.state_events, args.state_users, store
+                args.kafka,
+                args.clickhouse_port,
+                args.state_events,
+                args.state_users,
+                store,
+                rate=rate or 500.0,
             )
             progress(f"state, {store} store: {report.line(w)}")
             workers.append(w)

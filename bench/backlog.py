@@ -10,15 +10,22 @@ the SDK really makes (about ``batch / partitions`` events each), not hand-made o
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+import time
+from collections.abc import Callable
+
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.sdk import KafkaEmitter
-from pipeline.sdk.base import AnyEvent
+from pipeline.sdk.base import AnyEvent, Emitter
 from tests.integration.pipeline_env import PipelineEnv
 from tests.scenario import generate
 
 #: Events per SDK batch: the most one envelope may carry, as a busy backend would use.
 SDK_BATCH = 1000
+#: Seconds between a paced sender's flushes of the SDK (a backend flushing on a timer).
+TICK = 0.05
 
 
 def scenario_events(
@@ -62,6 +69,38 @@ def emit(penv: PipelineEnv, events: list[AnyEvent], batch: int = SDK_BATCH) -> i
             sdk.track(event)
         sdk.flush()
     return messages_in(penv)
+
+
+def paced(
+    sdk: Emitter,
+    events: list[AnyEvent],
+    rate: float,
+    seconds: float | None = None,
+    live: bool = False,
+    on_track: Callable[[str, float], None] | None = None,
+) -> tuple[int, float]:
+    """Track ``events`` at ``rate`` per second (for at most ``seconds``), flushing the SDK
+    every :data:`TICK`, as live traffic arrives; returns (events sent, seconds taken).
+
+    ``live`` stamps each event's ``occurred_at`` with the moment it is tracked;
+    ``on_track(event_id, event_time)`` is told of every event as it goes."""
+    limit = math.inf if seconds is None else seconds
+    sent = 0
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < limit and sent < len(events):
+        due = min(len(events), math.floor(rate * elapsed) + 1)
+        while sent < due:
+            event = events[sent]
+            if live:
+                event = event.model_copy(update={"occurred_at": dt.datetime.now(dt.UTC)})
+            if on_track is not None:
+                on_track(event.event_id, event.occurred_at.timestamp())
+            sdk.track(event)
+            sent += 1
+        sdk.flush()
+        time.sleep(max(0.0, TICK - (time.monotonic() - start - elapsed)))
+    sdk.flush()
+    return sent, time.monotonic() - start
 
 
 def messages_in(penv: PipelineEnv) -> int:

@@ -2,19 +2,25 @@
 
 Live traffic rather than a backlog: a sender tracks events through the SDK's Kafka
 emitter at ``rate`` events per second, each stamped with ``occurred_at`` = the moment it
-is tracked, and flushes the emitter every ``tick`` (so an event waits at most one tick in
-the SDK, as with a backend that flushes on a timer). A poller asks ClickHouse every
-``poll`` seconds which of those events have an ``events`` row, and notes for each event
-id the first poll that returned it. Latency of an event = that poll's return time minus
-its event time, on the same clock (one process).
+is tracked, and flushes the emitter every 50 ms (:data:`bench.backlog.TICK`; an event
+waits at most that long in the SDK, as with a backend that flushes on a timer). A poller
+asks ClickHouse every ``poll`` seconds which of those events have an ``events`` row, and
+notes for each event id the first poll that returned it. Latency of an event = that poll's
+return time minus its event time, on the same clock (one process).
 
 Resolution: an event became visible somewhere between the previous poll and the poll
 that saw it, so each figure is an upper bound, high by at most one poll period plus one
 query (both reported). The poll asks only for events at or after the oldest event not yet
 seen (``occurred_at`` in whole seconds), so it stays cheap however long the run.
 
-Events sent during the first ``warmup`` seconds are not measured (worker caches, JIT-free
-Python warming up, first inserts); the next ``duration`` seconds are. After the sender
+Where the time goes, coarsely: the worker stamps each ``events`` row with ``ingested_at``,
+the wall-clock second its ingest agent accepted the event. ``ingested_at + 0.5 s`` minus
+the event time estimates the part before the worker (SDK, Kafka, the ingest agent's
+fetch and batching) to within half a second; the rest is the row's way through the rows
+topic and the sink's batching into ClickHouse.
+
+Events sent during the first ``warmup`` seconds are not measured (the worker's first
+fetches, caches and inserts); the next ``duration`` seconds are. After the sender
 stops, the poller waits up to ``settle`` seconds for the last measured events; any that
 never show up are reported as missing (and fail the target: nothing may be lost).
 """
@@ -23,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import math
 import sys
 import threading
@@ -32,15 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import report
-from bench.backlog import emitter, scenario_events
+from bench.backlog import TICK, emitter, paced, scenario_events
 from bench.namespace import exit_cleanly_on_sigterm, namespace, proc_stats, worker
 from bench.throughput import SINK_FLUSH_SECONDS
 from pipeline.sink.clickhouse import client_from_url
 from tests.integration.pipeline_env import PipelineEnv
 
-#: Seconds between the sender's flushes of the SDK.
-TICK = 0.05
-
+_ACCEPTED_SINCE = (
+    "SELECT event_id, toUInt32(ingested_at) FROM events WHERE occurred_at >= toDateTime(%(since)s)"
+)
 _VISIBLE_SINCE = "SELECT event_id FROM events WHERE occurred_at >= toDateTime(%(since)s)"
 
 
@@ -106,13 +111,22 @@ class _Poller(threading.Thread):
                     self.ledger.seen[event_id] = now
 
 
+def _accepted(penv: PipelineEnv, since: float) -> dict[str, int]:
+    """``ingested_at`` (whole seconds) of the events from ``since`` on, by event id."""
+    client = client_from_url(penv.settings().clickhouse_url)
+    try:
+        rows = client.execute(_ACCEPTED_SINCE, {"since": int(since) - 1})
+    finally:
+        client.disconnect()
+    return {event_id: int(t) for event_id, t in rows}
+
+
 def latency_run(
     kafka: str,
     clickhouse_port: int,
     rate: float,
     warmup: float = 10.0,
     duration: float = 30.0,
-    tick: float = TICK,
     poll: float = 0.1,
     settle: float = 60.0,
 ) -> dict[str, Any]:
@@ -127,21 +141,9 @@ def latency_run(
         poller = _Poller(penv, ledger, poll)
         poller.start()
         cpu0, _, _ = proc_stats(w.proc.pid)
-        sent = 0
+        window = (time.time() + warmup, time.time() + total)
         with emitter(penv) as sdk:
-            start = time.monotonic()
-            window = (time.time() + warmup, time.time() + total)
-            while (elapsed := time.monotonic() - start) < total and sent < len(pool):
-                due = min(len(pool), math.floor(rate * elapsed))
-                while sent < due:
-                    now = dt.datetime.now(dt.UTC)
-                    event = pool[sent].model_copy(update={"occurred_at": now})
-                    ledger.record(event.event_id, now.timestamp())
-                    sdk.track(event)
-                    sent += 1
-                sdk.flush()
-                time.sleep(max(0.0, tick - (time.monotonic() - start - elapsed)))
-            send_seconds = time.monotonic() - start
+            sent, send_seconds = paced(sdk, pool, rate, total, live=True, on_track=ledger.record)
         cpu1, _, _ = proc_stats(w.proc.pid)
         measured = [e for e, t in ledger.sent.items() if window[0] <= t < window[1]]
         deadline = time.monotonic() + settle
@@ -154,7 +156,9 @@ def latency_run(
         poller.join()
         if poller.error is not None:
             raise poller.error
+        accepted = _accepted(penv, window[0])
     latencies = [ledger.seen[e] - ledger.sent[e] for e in measured if e in ledger.seen]
+    to_worker = [accepted[e] + 0.5 - ledger.sent[e] for e in measured if e in accepted]
     return {
         "offered_events_per_s": rate,
         "sent_events_per_s": sent / send_seconds,
@@ -164,17 +168,19 @@ def latency_run(
         "p95_s": report.percentile(latencies, 95),
         "p99_s": report.percentile(latencies, 99),
         "max_s": max(latencies, default=math.nan),
+        "to_worker_p50_s": report.percentile(to_worker, 50),
+        "to_worker_p99_s": report.percentile(to_worker, 99),
         "poll_period_ms": 1000 * poll,
         "mean_query_ms": 1000 * poller.query_seconds / max(1, poller.polls),
         "worker_cpu_percent": 100 * (cpu1 - cpu0) / send_seconds,
     }
 
 
-def note(rate: float, warmup: float, duration: float, tick: float, poll: float) -> str:
+def note(rate: float, warmup: float, duration: float, poll: float) -> str:
     """What the latency table means, for the report."""
     return (
         f"Offered rate {rate:,.0f} events/s, sent through the SDK (flushed every "
-        f"{tick * 1000:.0f} ms) with event time = send time; {warmup:.0f} s of warm-up, then "
+        f"{TICK * 1000:.0f} ms) with event time = send time; {warmup:.0f} s of warm-up, then "
         f"{duration:.0f} s measured. Visible = the event's row is returned by "
         f"`SELECT ... FROM events`, polled every {poll * 1000:.0f} ms: each latency is an "
         "upper bound, high by at most one poll period plus one query."
@@ -197,7 +203,7 @@ def main() -> None:
         runs.append(run)
         print(f"latency run {r + 1}/{args.runs}: {report.line(run)}", file=sys.stderr)
     latency = report.summarise(runs)
-    latency["note"] = note(args.rate, args.warmup, args.duration, TICK, 0.1)
+    latency["note"] = note(args.rate, args.warmup, args.duration, 0.1)
     results = {"meta": report.meta(), "latency": latency}
     print(report.write("latency", results, report.markdown(results)))
 

@@ -106,6 +106,8 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
         _row("event time → visible, p95, s", s["p95_s"], 3),
         _row("event time → visible, p99, s", s["p99_s"], 3),
         _row("event time → visible, max, s", s["max_s"], 3),
+        _row("of which before the worker accepted it, p50, s (±0.5)", s["to_worker_p50_s"], 1),
+        _row("of which before the worker accepted it, p99, s (±0.5)", s["to_worker_p99_s"], 1),
         _row("poll period (resolution), ms", s["poll_period_ms"]),
         _row("mean poll query, ms", s["mean_query_ms"], 1),
         _row("worker CPU used, % of one core", s["worker_cpu_percent"]),
@@ -124,8 +126,9 @@ def state_table(st: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"| worker resident memory, {w['store']} store | "
-            f"{_fmt(w['rss_growth_mib_per_100k'], 1)} | RSS growth while a second backlog of "
-            f"{w['users_second_phase']:,} new users went through ({inside}) |"
+            f"{_fmt(w['rss_growth_mib_per_100k'], 1)} | RSS growth while the events of "
+            f"{w['users_second_phase']:,} new users went through, after a first phase "
+            f"({inside}) |"
         )
     for w in workers:
         if w["store"] == "rocksdb":

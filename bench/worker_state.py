@@ -1,10 +1,10 @@
 """State size of a real worker per 100,000 users, beside the pure core's figure.
 
-One worker (``SIYU_STORE=rocksdb`` by default) runs generated events with a known number
-of users (:mod:`bench.backlog`) through the full topology, in two phases: a backlog, until
-the worker is quiet, then a second backlog of as many events from users it has not seen
-(other brands), until it is quiet again. Then, per 100,000 users (distinct brand + user
-pairs in the events):
+One worker (once per store) runs generated events with a known number of users
+(:mod:`bench.backlog`) through the full topology, in two phases sent at a steady rate
+through the SDK: the first half, until the worker is quiet, then as many events from users
+it has not seen (other brands), until it is quiet again. Then, per 100,000 users (distinct
+brand + user pairs in the events):
 
 - **resident memory per user**: the worker's RSS after the second phase minus its RSS
   after the first, over the second phase's users. The topology keeps every owned key's
@@ -36,7 +36,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from bench.backlog import emit, scenario_events, users_of
+from bench.backlog import emitter, paced, scenario_events, users_of
 from bench.namespace import drained, namespace, proc_stats, worker
 from bench.throughput import SINK_FLUSH_SECONDS
 from pipeline.sdk.base import AnyEvent
@@ -149,25 +149,34 @@ def two_phases(n_events: int, n_users: int) -> tuple[list[AnyEvent], list[AnyEve
 
 
 def worker_state(
-    kafka: str, clickhouse_port: int, n_events: int, n_users: int, store: str = "rocksdb"
+    kafka: str,
+    clickhouse_port: int,
+    n_events: int,
+    n_users: int,
+    store: str = "rocksdb",
+    rate: float = 500.0,
 ) -> dict[str, Any]:
-    """Run two backlogs through one worker and measure its state; figures per 100k users.
+    """Send two halves of traffic through one worker at ``rate`` events/s and measure its
+    state; figures per 100k users.
 
     The memory per user is the slope between the two phases: RSS after the second minus
     RSS after the first, over the second phase's (new) users. The first phase brings the
     worker's buffers, pools and caches to their working size, so that fixed part cancels
-    out; RSS growth from "ready" would charge it to a few thousand users."""
+    out (RSS growth from "ready" would charge it to a few thousand users). Both phases
+    arrive paced, as live traffic, not as a backlog: a backlog is read in big batches whose
+    garbage grows the heap, and the second phase's states would then fill that free space
+    without growing RSS, hiding their size."""
     first, second = two_phases(n_events, n_users)
     users_first, users_second = users_of(first), users_of(second)
     users = users_first + users_second
     with namespace(kafka, clickhouse_port) as penv:
         env = {"SIYU_STORE": store, "SIYU_SINK_FLUSH_SECONDS": SINK_FLUSH_SECONDS}
-        emit(penv, first)
-        with worker(penv, "state", **env) as w:
+        with worker(penv, "state", **env) as w, emitter(penv) as sdk:
             _, rss_ready, _ = proc_stats(w.proc.pid)
+            paced(sdk, first, rate)
             _through(penv, len(first))
             _, rss_first, _ = proc_stats(w.proc.pid)
-            emit(penv, second)
+            paced(sdk, second, rate)
             _through(penv, len(first) + len(second))
             _, rss_end, peak = proc_stats(w.proc.pid)
         topics = changelog_topics(penv)
