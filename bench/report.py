@@ -122,7 +122,8 @@ def state_table(st: dict[str, Any]) -> list[str]:
             "the parsed-state cache and the store's bytes"
             if w["store"] == "memory"
             else "the parsed-state cache, plus RocksDB memtables, which grow in blocks up to "
-            "their configured size rather than per user"
+            "their configured size rather than per user: noisy at this size, read the memory "
+            "store's line for the cost per user"
         )
         lines.append(
             f"| worker resident memory, {w['store']} store | "
