@@ -65,9 +65,10 @@ def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
     import asyncio
     import os
 
-    from pipeline.watchdog import STALL_EXIT_CODE, StallWatchdog, group_offsets
+    from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader, StallWatchdog
 
     watchdog = StallWatchdog(s.stall_timeout_s)
+    read_offsets = OffsetReader(s.kafka_bootstrap, s.app_id)
     agent_topics = {s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer}
 
     @app.timer(min(15.0, s.stall_timeout_s / 4), name="siyu.stall-watchdog")  # type: ignore[untyped-decorator]
@@ -79,7 +80,7 @@ def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
             owned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
             owned = [tp for tp in owned if tp[0] in agent_topics]
             committed, ends = await asyncio.get_running_loop().run_in_executor(
-                None, group_offsets, s.kafka_bootstrap, s.app_id, owned
+                None, read_offsets, owned
             )
         except Exception as err:  # no answer from Kafka is not proof of a stall
             log.warning("stall watchdog could not read offsets: %s", err)

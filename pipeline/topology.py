@@ -62,7 +62,7 @@ from pipeline.sink.rows import (
     event_row,
     json_array_chunks,
 )
-from pipeline.watchdog import group_offsets
+from pipeline.watchdog import OffsetReader
 from pipeline.watermarks import ConfirmedProgress
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,7 @@ class Topology:
         self._ingest_progress: dict[int, int] = {}
         self._published_progress: dict[int, int] = {}
         self.confirmed = ConfirmedProgress(s.watermark_hops)
+        self._read_offsets = OffsetReader(s.kafka_bootstrap, s.app_id)
         self._announced: dict[int, int] = {}
         #: Batches whose publishing is failing and being retried (Kafka away): waiting for
         #: a reason, which the stall watchdog must not take for a stall.
@@ -258,7 +259,7 @@ class Topology:
         partitions = [(t, p) for t in self.topic_names.values() for p in range(s.topic_partitions)]
         try:
             committed, ends = await asyncio.get_running_loop().run_in_executor(
-                None, group_offsets, s.kafka_bootstrap, s.app_id, partitions
+                None, self._read_offsets, partitions
             )
         except Exception as err:  # no answer now: the watermark just waits
             log.debug("watermark confirmation skipped: %s", err)

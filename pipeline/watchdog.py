@@ -69,23 +69,39 @@ class StallWatchdog:
         return stuck
 
 
-def group_offsets(
-    bootstrap: str, group: str, partitions: list[Partition]
-) -> tuple[dict[Partition, int | None], dict[Partition, int]]:
-    """The group's committed offsets and the end offsets of ``partitions``, from the broker
-    (blocking: run it in an executor)."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+class OffsetReader:
+    """A group's committed offsets and the end offsets of partitions, from the broker, over
+    one admin connection kept between calls (the watermark confirmation asks twice a
+    second). Blocking: call it from an executor, one reader per caller."""
 
-    tps = [TopicPartition(t, p) for t, p in partitions]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        listed: dict[Any, Any] = admin.list_group_offsets({group: None}).get(group, {})
-        ends = consumer.end_offsets(tps)
-    finally:
-        admin.close()
-        consumer.close()
-    committed = {
-        (tp.topic, tp.partition): (listed[tp].offset if tp in listed else None) for tp in tps
-    }
-    return committed, {(tp.topic, tp.partition): int(n) for tp, n in ends.items()}
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self.bootstrap = bootstrap
+        self.group = group
+        self._admin: Any = None
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+    def __call__(
+        self, partitions: list[Partition]
+    ) -> tuple[dict[Partition, int | None], dict[Partition, int]]:
+        from kafka import KafkaAdminClient, TopicPartition
+        from kafka.admin import OffsetSpec
+
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        if self._admin is None:
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap, request_timeout_ms=10_000
+            )
+        try:
+            listed: Any = self._admin.list_group_offsets({self.group: None}).get(self.group, {})
+            ends: Any = self._admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
+        except Exception:
+            self.close()  # connect again on the next call
+            raise
+        committed = {
+            (tp.topic, tp.partition): (listed[tp].offset if tp in listed else None) for tp in tps
+        }
+        return committed, {(tp.topic, tp.partition): int(o.offset) for tp, o in ends.items()}

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from pipeline.events import encode_envelope, encode_event
+from pipeline.quiescence import Quiescence
 from pipeline.watchdog import STALL_EXIT_CODE
 from tests.integration.pipeline_env import PipelineEnv, Worker, running_worker, wait_for
 from tests.integration.readback import engine_of, read_domain_rows
@@ -48,42 +49,11 @@ def send_paced(
         )
 
 
-def _ends(consumer: KafkaConsumer, topics: list[str], partitions: int) -> dict[object, int]:
-    from kafka import TopicPartition
-
-    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-    return dict(consumer.end_offsets(tps))
-
-
 def quiescent(penv: PipelineEnv, include_sink: bool = True) -> bool:
     """Every group has committed the end of every topic it reads, twice in a row with no new
-    messages in between: nothing is in flight anywhere."""
-    from kafka import KafkaAdminClient
-
-    s = penv.settings()
-    groups = {s.app_id: [s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer]}
-    if include_sink:
-        groups[f"{s.app_id}-sink"] = [s.topic_rows, s.topic_dead_letters]
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
-    try:
-        snapshots = []
-        for _ in range(2):
-            ends_all: dict[object, int] = {}
-            for group, topics in groups.items():
-                committed = admin.list_group_offsets({group: None}).get(group, {})
-                ends = _ends(consumer, topics, s.topic_partitions)
-                if any(
-                    n > 0 and (tp not in committed or committed[tp].offset < n)
-                    for tp, n in ends.items()
-                ):
-                    return False
-                ends_all.update(ends)
-            snapshots.append(ends_all)
-        return snapshots[0] == snapshots[1]
-    finally:
-        admin.close()
-        consumer.close()
+    messages in between: nothing is in flight anywhere (pipeline/quiescence.py)."""
+    with Quiescence(penv.settings()) as q:
+        return q.quiet(include_sink)
 
 
 def assert_equals_oracle(penv: PipelineEnv, expected: OracleResult) -> None:

@@ -5,7 +5,6 @@ of every topic from the beginning changes no answer."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,7 +184,6 @@ def test_full_replay_of_every_topic_changes_no_view(produced: Produced) -> None:
         worker = Worker(produced.penv, produced.log_dir / "replay.log")
         try:
             worker.wait_ready()
-            time.sleep(2)  # let the group start consuming before judging quiet
             wait_for(lambda: quiescent(produced.penv), 300, "the replay to finish", interval=0.5)
         finally:
             worker.stop()
