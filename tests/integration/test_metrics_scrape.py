@@ -70,6 +70,15 @@ def caught_up(samples: Samples) -> Samples | None:
     return samples if lags and not any(lags) else None
 
 
+def user_state_keys(samples: Samples) -> int:
+    return by(samples, "siyu_state_keys", "processor")[("user",)]
+
+
+def caught_up_with(samples: Samples, users: int) -> Samples | None:
+    """``samples`` if every partition is caught up and the user state counts ``users``."""
+    return samples if caught_up(samples) and user_state_keys(samples) >= users else None
+
+
 def by(samples: Samples, name: str, *labels: str) -> Counter[tuple[str, ...]]:
     """Values of ``name`` keyed by the given label values (other labels summed)."""
     out: Counter[tuple[str, ...]] = Counter()
@@ -83,6 +92,7 @@ def by(samples: Samples, name: str, *labels: str) -> Counter[tuple[str, ...]]:
 def test_worker_metrics_count_what_was_sent(penv: PipelineEnv, tmp_path: Path) -> None:
     scenario = generate(seed=606, n_events=600)
     expected_credits = recompute(scenario.arrival).credits
+    users = {(e.brand_id, e.user_id) for e in scenario.events}
     s = penv.settings()
     with running_worker(penv, tmp_path / "worker.log") as worker:
         send_paced(penv, scenario.arrival)
@@ -92,8 +102,14 @@ def test_worker_metrics_count_what_was_sent(penv: PipelineEnv, tmp_path: Path) -
         producer.flush()
         producer.close()
         wait_for(lambda: quiescent(penv), 120, "the pipeline to go quiet", interval=0.3)
-        # Lag is sampled every 5 s: wait until a sample shows every partition caught up.
-        samples = wait_for(lambda: caught_up(scrape(worker.port)), 30, "consumer lag back to 0")
+        # Lag and state sizes are sampled every 5 s, so a scrape may show a sample taken
+        # before the pipeline went quiet (a consumer that has not fetched yet reports lag 0):
+        # wait for a sample with every partition caught up and every user's state counted.
+        samples = wait_for(
+            lambda: caught_up_with(scrape(worker.port), len(users)),
+            30,
+            "consumer lag back to 0 and every user's state counted",
+        )
 
     # send_paced sends steps of 150 events in chunks of 40: envelopes, every fifth chunk
     # as single-event messages.
@@ -134,7 +150,5 @@ def test_worker_metrics_count_what_was_sent(penv: PipelineEnv, tmp_path: Path) -
     assert by(samples, "siyu_sink_rows_inserted_total", "table")[("dead_letters",)] == len(BAD)
     visible = by(samples, "siyu_visible_latency_seconds_count", "table")
     assert visible[("events",)] == len(scenario.arrival)
-    users = {(e.brand_id, e.user_id) for e in scenario.events}
-    keys = by(samples, "siyu_state_keys", "processor")[("user",)]
-    # Every user's state, plus at most one watermark entry per partition.
-    assert len(users) <= keys <= len(users) + s.topic_partitions
+    # Every user's state (waited for above), plus at most one watermark entry per partition.
+    assert user_state_keys(samples) <= len(users) + s.topic_partitions
