@@ -25,19 +25,17 @@ import asyncio
 import logging
 import os
 import time
-import weakref
 import zlib
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event
 
 from pipeline import metrics
+from pipeline.changelog import TableWrites, in_partition
 from pipeline.deadletter import Source
 from pipeline.domain import (
     NO_WATERMARK,
@@ -243,7 +241,9 @@ class Topology:
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         await self.publish(out)
-        done.commit()
+        writes = TableWrites()
+        done.commit(writes)
+        await self.write_tables(writes)
         self._published_progress = dict(progress)
         self._announced = out.watermarks
         metrics.record_ingest(len(batch), result, time.monotonic() - started)
@@ -310,8 +310,10 @@ class Topology:
         # Only now, with the output confirmed by Kafka, do the new states go to the tables
         # (and their changelogs). A crash in between re-delivers the input, which recomputes
         # the same output from the old state; the other order could lose that output.
+        writes = TableWrites()
         for update in updates:
-            update.commit()
+            update.commit(writes)
+        await self.write_tables(writes)
         seconds = time.monotonic() - started
         metrics.record_state(name.value, out.stepped, out.domain_rows, out.dead_letters, seconds)
 
@@ -321,7 +323,7 @@ class Topology:
         processor = self.processors[name]
         table = self.tables[name]
         wm_key = _WATERMARK_KEY + b":%d" % partition
-        with _in_partition(events[-1]):
+        with in_partition(events[-1]):
             stored = table.get(wm_key)
         record = orjson.loads(stored) if stored is not None else {}
         # The last input offset of this partition whose output was confirmed: input at or
@@ -425,32 +427,54 @@ class Topology:
                 MAX_MESSAGE_BYTES,
             )
         ]
+
+        async def send() -> None:
+            futures: list[Any] = []
+            for topic, partition, value in envelopes:
+                futures.append(
+                    await self.app.producer.send(topic, None, value, partition, None, None)
+                )
+            for value in row_messages:
+                futures.append(await self.rows_topic.send(value=value))
+            for dl in out.dead_letters:
+                futures.append(
+                    await self.dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
+                )
+            await asyncio.gather(*futures)
+
+        await self._until_sent("publishing a batch", send)
+
+    async def write_tables(self, writes: TableWrites) -> None:
+        """Send a batch's table writes to the changelogs, wait until Kafka confirmed them,
+        then put them into the stores (pipeline/changelog.py)."""
+        if len(writes):
+            # The aiokafka producer under Faust's (faust-streaming's aiokafka driver).
+            faust_producer: Any = self.app.producer
+            producer = faust_producer._ensure_producer()
+            await self._until_sent("writing table changelogs", lambda: writes.send(producer))
+            writes.apply()
+
+    async def _until_sent(self, what: str, send: Callable[[], Awaitable[None]]) -> None:
+        """Run ``send`` until it succeeds, backing off between attempts.
+
+        The batch is not acknowledged meanwhile: acknowledging input whose output or state
+        was not confirmed would lose it, and sending again is harmless (downstream steps and
+        tables are idempotent). While this retries, :attr:`publish_retries` tells the stall
+        watchdog that the worker is waiting for Kafka, not stuck.
+        """
         attempt = 0
         while True:
             try:
-                futures: list[Any] = []
-                for topic, partition, value in envelopes:
-                    futures.append(
-                        await self.app.producer.send(topic, None, value, partition, None, None)
-                    )
-                for value in row_messages:
-                    futures.append(await self.rows_topic.send(value=value))
-                for dl in out.dead_letters:
-                    futures.append(
-                        await self.dead_topic.send(key=dl.key, value=dl.value, headers=dl.headers)
-                    )
-                await asyncio.gather(*futures)
+                await send()
                 if attempt:
                     self.publish_retries -= 1
                 return
-            except Exception as err:  # never acknowledge input whose output was not sent
+            except Exception as err:
                 if attempt == 0:
                     self.publish_retries += 1
                 attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt)
-                log.warning(
-                    "publishing a batch failed (%s); retry %d in %.1fs", err, attempt, delay
-                )
+                log.warning("%s failed (%s); retry %d in %.1fs", what, err, attempt, delay)
                 await asyncio.sleep(delay)
 
 
@@ -489,7 +513,7 @@ class _KeyBatch:
         self.applied: dict[bytes, list[tuple[Addressed, int]]] = defaultdict(list)
 
     def _stored(self, key: bytes) -> Any:
-        with _in_partition(self.event):
+        with in_partition(self.event):
             raw = self.table.get(key)
         return None if raw is None else self.processor.state_from_dict(orjson.loads(raw))
 
@@ -497,7 +521,7 @@ class _KeyBatch:
         if key in self.states:
             return self.states[key]
         # Steps may mutate the state they are given: the cached object is handed over and
-        # the cache entry is replaced at commit (or dropped, see Topology._crash).
+        # the cache entry is replaced at commit.
         state = self.cache.states[key] if key in self.cache.states else self._stored(key)
         self.states[key] = state
         return state
@@ -526,23 +550,23 @@ class _KeyBatch:
         self.states[key] = result.state
         return result
 
-    def write_back(self) -> None:
-        with _in_partition(self.event):
-            self._write_back()
+    def write_back(self, writes: TableWrites) -> None:
+        with in_partition(self.event):
+            self._write_back(writes)
 
-    def _write_back(self) -> None:
+    def _write_back(self, writes: TableWrites) -> None:
         cache = self.cache.states
         for key, state in self.states.items():
             if state is None:
                 cache.pop(key, None)
                 if self.table.get(key) is not None:
-                    del self.table[key]
+                    writes.set(self.table, self.event, key, None)
                 continue
             cache[key] = state
             raw = orjson.dumps(self.processor.state_to_dict(state))
             # A key only swept often did not change: skip the changelog record then.
             if key in self.applied or raw != self.table.get(key):
-                self.table[key] = raw
+                writes.set(self.table, self.event, key, raw)
 
 
 @dataclass
@@ -553,25 +577,10 @@ class _PartitionUpdate:
     watermark_key: bytes
     watermark_value: bytes | None
 
-    def commit(self) -> None:
-        self.batch.write_back()
+    def commit(self, writes: TableWrites) -> None:
+        self.batch.write_back(writes)
         if self.watermark_value is not None:
-            with _in_partition(self.batch.event):
-                self.batch.table[self.watermark_key] = self.watermark_value
-
-
-@contextmanager
-def _in_partition(event: Any) -> Iterator[None]:
-    """Make Faust route table reads and writes (store, changelog) to ``event``'s partition.
-
-    Faust takes the partition of a table write from the event being processed; a batch
-    holds events of several partitions, so the partition is set explicitly around I/O.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+            writes.set(self.batch.table, self.batch.event, self.watermark_key, self.watermark_value)
 
 
 class _Offsets:
@@ -590,7 +599,7 @@ class _Offsets:
         for event in batch:
             partition = event.message.partition
             if partition not in self.last:
-                with _in_partition(event):
+                with in_partition(event):
                     raw = table.get(b"%d" % partition)
                 self.done[partition] = -1 if raw is None else int(raw)
             self.last[partition] = event
@@ -601,13 +610,12 @@ class _Offsets:
             return True
         return False
 
-    def commit(self) -> None:
+    def commit(self, writes: TableWrites) -> None:
         if self.skipped:
             log.info("skipped %d replayed messages (processed before)", self.skipped)
         for partition, event in self.last.items():
             if event.message.offset > self.done[partition]:
-                with _in_partition(event):
-                    self.table[b"%d" % partition] = b"%d" % event.message.offset
+                writes.set(self.table, event, b"%d" % partition, b"%d" % event.message.offset)
 
 
 def _source(event: Any) -> Source:
