@@ -320,11 +320,17 @@ class Topology:
     async def _apply_partition(
         self, name: ProcessorName, partition: int, events: list[Any], out: Output
     ) -> _PartitionUpdate:
+        # Every table read of this partition's steps goes to this partition's store.
+        with in_partition(events[-1]):
+            return await self._apply_in_partition(name, partition, events, out)
+
+    async def _apply_in_partition(
+        self, name: ProcessorName, partition: int, events: list[Any], out: Output
+    ) -> _PartitionUpdate:
         processor = self.processors[name]
         table = self.tables[name]
         wm_key = _WATERMARK_KEY + b":%d" % partition
-        with in_partition(events[-1]):
-            stored = table.get(wm_key)
+        stored = table.get(wm_key)
         record = orjson.loads(stored) if stored is not None else {}
         # The last input offset of this partition whose output was confirmed: input at or
         # below it is a replay (offsets reset, or redelivered after a rebalance) and skipped.
@@ -513,8 +519,7 @@ class _KeyBatch:
         self.applied: dict[bytes, list[tuple[Addressed, int]]] = defaultdict(list)
 
     def _stored(self, key: bytes) -> Any:
-        with in_partition(self.event):
-            raw = self.table.get(key)
+        raw = self.table.get(key)  # within _apply_partition's in_partition
         return None if raw is None else self.processor.state_from_dict(orjson.loads(raw))
 
     def _load(self, key: bytes) -> Any:

@@ -39,10 +39,16 @@ class _MessageBase:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form with a ``"type"`` tag."""
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:  # dataclasses.fields() per call was a visible share of a worker
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
         out: dict[str, Any] = {"type": self.type}
-        for f in fields(self):  # type: ignore[arg-type]
-            out[f.name] = getattr(self, f.name)
+        for name in names:
+            out[name] = getattr(self, name)
         return out
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,7 +224,13 @@ def domain_row_values(row: DomainRow) -> Row:
 
     Event times lose their sub-second part (DateTime is whole seconds on 18.16).
     """
-    return [_to_clickhouse(f.name, getattr(row, f.name)) for f in fields(row)]
+    names = _ROW_FIELDS.get(type(row))
+    if names is None:  # dataclasses.fields() per row was a visible share of a worker
+        names = _ROW_FIELDS[type(row)] = tuple(f.name for f in fields(row))
+    return [_to_clickhouse(name, getattr(row, name)) for name in names]
+
+
+_ROW_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def domain_row_batches(rows: Iterable[DomainRow]) -> list[RowBatch]:

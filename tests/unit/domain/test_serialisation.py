@@ -26,6 +26,7 @@ from pipeline.domain import (
     message_to_dict,
     row_from_dict,
 )
+from pipeline.events import decode_message
 from tests.unit.domain.builders import DAY, Events, us
 
 
@@ -104,3 +105,33 @@ def test_coalescing_keeps_the_newest_snapshot_per_key_and_every_signed_row() -> 
 def test_invalid_config_is_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         DomainConfig(**kwargs)  # type: ignore[arg-type]
+
+
+#: Events as brand apps send them: UTC as "Z" and other offsets, every optional field.
+CONTRACT_EVENTS = [
+    b'{"event_id":"c1","type":"click","schema_version":1,"brand_id":"b","user_id":"u",'
+    b'"occurred_at":"2026-11-02T08:00:00.250+08:00","channel":"app","kol_id":"k",'
+    b'"campaign_id":"cmp","share_id":"s","target_id":"t","properties":{"a":"x","n":2,'
+    b'"f":1.5,"ok":true,"none":null},"received_at":"2026-11-02T00:00:01Z"}',
+    b'{"event_id":"s1","type":"share","schema_version":1,"brand_id":"b","user_id":"u",'
+    b'"occurred_at":"2026-11-02T00:00:00Z","channel":"wechat","share_id":"s2",'
+    b'"parent_share_id":"s"}',
+    b'{"event_id":"p1","type":"purchase","schema_version":1,"brand_id":"b","user_id":"u",'
+    b'"occurred_at":"2026-11-02T00:00:00-05:00","channel":"app","order_id":"o",'
+    b'"amount":"12.5000","currency":"CNY"}',
+]
+
+
+@pytest.mark.parametrize("raw", CONTRACT_EVENTS, ids=["click", "share", "purchase"])
+def test_events_between_processors_keep_their_contract_form(raw: bytes) -> None:
+    (event,) = decode_message(raw).events
+    form = json.loads(json.dumps(message_to_dict(event)))
+    # Still a valid event of the contract, equal to the one ingest validated ...
+    assert type(event).model_validate(form) == event
+    # ... and read back with the same field types.
+    again = message_from_dict(form)
+    assert again == event
+    assert {k: type(v) for k, v in again.__dict__.items()} == {
+        k: type(v) for k, v in event.__dict__.items()
+    }
+    assert again.occurred_at.utcoffset() == event.occurred_at.utcoffset()
