@@ -7,6 +7,7 @@ batches on the rows topic → ``sink.service.SinkService`` (ClickHouse). The web
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,25 @@ def create_app(settings: Settings) -> faust.App:
     if settings.stall_timeout_s > 0:
         _register_watchdog(app, topo, settings)
     return app
+
+
+#: Python's cycle collector thresholds for a worker: allocations before a young collection,
+#: young collections per middle one, middle collections per full one (defaults 700/10/10).
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Keep Python's cycle collector from eating the worker.
+
+    A worker holds every state it owns as Python objects (the parsed-state cache), and each
+    batch replaces many of them, so with the default thresholds full collections ran every
+    second or so, each walking all of those objects: 3.9 s of a 15 s, 60,000-event backlog
+    run went to them. With these thresholds that run had no full collection, and the worker
+    used 28% less CPU per event. Objects that exist at start-up are frozen out of every
+    collection. Cycles are still collected, just in fewer, larger young collections.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:

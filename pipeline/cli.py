@@ -49,7 +49,7 @@ def worker() -> None:
     """Run one worker: ingest agent, state agents and the ClickHouse sink."""
     from faust.worker import Worker
 
-    from pipeline.app import create_app
+    from pipeline.app import create_app, tune_gc
     from pipeline.topics import ensure_topics, topic_specs
 
     s = _settings()
@@ -62,6 +62,7 @@ def worker() -> None:
     _check_clickhouse(s)
     Path(s.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(s)
+    tune_gc()
     Worker(app, loglevel=s.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
