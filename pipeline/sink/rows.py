@@ -7,7 +7,7 @@ string), so one message carries a whole batch and the sink pays per-message cost
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
@@ -194,20 +194,27 @@ def _domain_spec(row_type: type[Any]) -> TableSpec:
     return TableSpec(row_type.table, tuple(column_name(f.name) for f in fields(row_type)))
 
 
-def _to_clickhouse(name: str, value: Any) -> Any:
+def _value(value: Any) -> Any:
+    """A domain row's value as ClickHouse takes it (Decimal as text, bool as 0/1)."""
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
+    if kind is bool:
+        return int(value)
+    if kind is Decimal:
+        return str(value)
+    if kind is tuple or kind is list:
+        return [str(v) if type(v) is Decimal else v for v in value]
+    return value
+
+
+def _time(value: Any) -> Any:
+    """A ``*_us`` field (or a list of them) as whole seconds for a DateTime column."""
     if value is None:
         return None
-    if name.endswith("_us"):
-        if isinstance(value, tuple | list):
-            return [_seconds(v) for v in value]
-        return _seconds(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [str(v) if isinstance(v, Decimal) else v for v in value]
-    if isinstance(value, bool):
-        return int(value)
-    return value
+    if type(value) is tuple or type(value) is list:
+        return [_seconds(v) for v in value]
+    return _seconds(value)
 
 
 def _seconds(us: int) -> int:
@@ -224,13 +231,15 @@ def domain_row_values(row: DomainRow) -> Row:
 
     Event times lose their sub-second part (DateTime is whole seconds on 18.16).
     """
-    names = _ROW_FIELDS.get(type(row))
-    if names is None:  # dataclasses.fields() per row was a visible share of a worker
-        names = _ROW_FIELDS[type(row)] = tuple(f.name for f in fields(row))
-    return [_to_clickhouse(name, getattr(row, name)) for name in names]
+    converters = _ROW_CONVERTERS.get(type(row))
+    if converters is None:  # per class, not per row: this is on every batch's hot path
+        converters = _ROW_CONVERTERS[type(row)] = tuple(
+            (f.name, _time if f.name.endswith("_us") else _value) for f in fields(row)
+        )
+    return [convert(getattr(row, name)) for name, convert in converters]
 
 
-_ROW_FIELDS: dict[type, tuple[str, ...]] = {}
+_ROW_CONVERTERS: dict[type, tuple[tuple[str, Callable[[Any], Any]], ...]] = {}
 
 
 def domain_row_batches(rows: Iterable[DomainRow]) -> list[RowBatch]:
