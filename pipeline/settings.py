@@ -218,6 +218,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Event time the watermark must advance before expired state is swept.",
     )
+    sweep_chunk: int = Field(
+        default=2000,
+        ge=1,
+        description="Keys a sweep of expired state handles at once (published and written "
+        "before the next): bounds a sweep's memory to this many states.",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of siyu processes."

@@ -316,6 +316,11 @@ class Topology:
         await self.write_tables(writes)
         seconds = time.monotonic() - started
         metrics.record_state(name.value, out.stepped, out.domain_rows, out.dead_letters, seconds)
+        for update in updates:
+            if update.sweep_at is not None:
+                await self._sweep(
+                    name, update.batch.event.message.partition, update.sweep_at, update.batch.event
+                )
 
     async def _apply_partition(
         self, name: ProcessorName, partition: int, events: list[Any], out: Output
@@ -367,18 +372,18 @@ class Topology:
                 out.domain_rows.extend(result.rows)
                 out.stepped.append((item, bool(result.rows)))
         watermark = self.watermark(progress)
-        if watermark - self._swept.get((name, partition), NO_WATERMARK) >= (
+        sweep_due = watermark - self._swept.get((name, partition), NO_WATERMARK) >= (
             self.s.sweep_every_s * 1_000_000
-        ):
-            self._sweep(name, partition, watermark, batch, out)
-            self._swept[(name, partition)] = watermark
+        )
         for k, v in progress.items():
             if v > out.watermarks.get(k, NO_WATERMARK):
                 out.watermarks[k] = v
         record = {str(k): v for k, v in sorted(progress.items())}
         record[_DONE_KEY] = done_upto
         encoded = orjson.dumps(record)
-        return _PartitionUpdate(batch, wm_key, None if encoded == stored else encoded)
+        return _PartitionUpdate(
+            batch, wm_key, None if encoded == stored else encoded, watermark if sweep_due else None
+        )
 
     def watermark(self, progress: dict[int, int]) -> int:
         """The event-time watermark (µs): the least progress over *every* partition of the
@@ -387,18 +392,46 @@ class Topology:
         """
         return min(progress.get(p, NO_WATERMARK) for p in range(self.s.topic_partitions))
 
-    def _sweep(
-        self, name: ProcessorName, partition: int, watermark: int, batch: _KeyBatch, out: Output
-    ) -> None:
+    async def _sweep(self, name: ProcessorName, partition: int, watermark: int, event: Any) -> None:
         """Expire old history of every key of ``partition``, including keys restored by
-        recovery that no message has touched since (event time, not wall time)."""
+        recovery that no message has touched since (event time, not wall time).
+
+        A sweep may touch every key of the partition, so it runs in chunks of
+        ``SIYU_SWEEP_CHUNK`` keys, each published and written like a batch (output first,
+        then states): its memory is one chunk's, not the whole partition's states twice.
+        It runs after the batch that found it due committed, before that batch is
+        acknowledged; a crash in between sweeps again (expiry is idempotent).
+        """
         n = self.s.topic_partitions
-        for key in list(self.tables[name].keys()):
-            if key.startswith(b"\x00") or partition_of(key, n) != partition:
-                continue
-            result = batch.expire(key, watermark)
-            self._address(out, result.messages)
-            out.domain_rows.extend(result.rows)
+        table = self.tables[name]
+        with in_partition(event):
+            keys = [
+                k for k in table if not k.startswith(b"\x00") and partition_of(k, n) == partition
+            ]
+        chunk = self.s.sweep_chunk
+        for start in range(0, len(keys), chunk):
+            started = time.monotonic()
+            out = Output()
+            batch = _KeyBatch(self.processors[name], table, event, self.caches[name])
+            with in_partition(event):
+                for key in keys[start : start + chunk]:
+                    result = batch.expire(key, watermark)
+                    self._address(out, result.messages)
+                    out.domain_rows.extend(result.rows)
+            await self.publish(out)
+            writes = TableWrites()
+            batch.write_back(writes)
+            await self.write_tables(writes)
+            seconds = time.monotonic() - started
+            metrics.record_state(name.value, [], out.domain_rows, out.dead_letters, seconds)
+        self._swept[(name, partition)] = watermark
+        log.info(
+            "swept %d keys of state-%s[%d] in %d chunk(s)",
+            len(keys),
+            name.value,
+            partition,
+            -(-len(keys) // chunk),
+        )
 
     def _dead_letter(
         self, out: Output, payload: bytes, index: int | None, source: Source, err: BaseException
@@ -581,6 +614,8 @@ class _PartitionUpdate:
     batch: _KeyBatch
     watermark_key: bytes
     watermark_value: bytes | None
+    #: The watermark to sweep the partition's expired state at, once this is committed.
+    sweep_at: int | None
 
     def commit(self, writes: TableWrites) -> None:
         self.batch.write_back(writes)

@@ -5,6 +5,7 @@ workers sharing the partitions."""
 from __future__ import annotations
 
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -70,11 +71,16 @@ def test_topology_equals_the_batch_oracle(
 ) -> None:
     expected = recompute(scenario.arrival)
     assert expected.promotions and any(c["kind"] == "referral" for c in expected.credits.values())
-    # A short stall timeout: a healthy worker with quiet spells must never trip it.
-    with running_worker(penv, tmp_path / "worker.log", SIYU_STALL_TIMEOUT_S="8") as worker:
+    # A short stall timeout: a healthy worker with quiet spells must never trip it. Sweeps
+    # of expired state in chunks of 7 keys: many chunks, each published and written.
+    log = tmp_path / "worker.log"
+    env = {"SIYU_STALL_TIMEOUT_S": "8", "SIYU_SWEEP_CHUNK": "7"}
+    with running_worker(penv, log, **env) as worker:
         send_paced(penv, scenario.arrival)
         assert worker.proc.poll() is None, "the stall watchdog stopped a healthy worker"
     assert_equals_oracle(penv, expected)
+    sweeps = re.findall(r"swept (\d+) keys of state-\w+\[\d+\] in (\d+) chunk", log.read_text())
+    assert any(int(chunks) > 1 for _, chunks in sweeps), "no sweep ran in several chunks"
 
 
 def test_a_backlog_of_two_weeks_sent_at_once_equals_the_batch_oracle(
