@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +16,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.integration import stack
-from tests.integration.pipeline_env import REPO, free_port, wait_for
+from tests.integration.pipeline_env import SiyuProcess, free_port, wait_for
 
 
 @dataclass
@@ -31,52 +28,14 @@ class Answer:
     body: Any
 
 
-class CollectorProcess:
+class CollectorProcess(SiyuProcess):
     """A ``siyu collector`` child process on a free port of 127.0.0.1."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "collector"],
-            env={
-                **os.environ,
-                **env,
-                "SIYU_COLLECTOR_HOST": "127.0.0.1",
-                "SIYU_COLLECTOR_PORT": str(self.port),
-            },
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"collector exited with {self.proc.returncode}:\n"
-                f"{self.log_path.read_text()[-3000:]}"
-            )
-        try:
-            return get(self.url + "/readyz").status == 200
-        except OSError:
-            return False
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_for(self.ready, timeout, f"collector ready (log {self.log_path})")
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return int(self.proc.returncode)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**env, "SIYU_COLLECTOR_HOST": "127.0.0.1", "SIYU_COLLECTOR_PORT": str(port)}
+        super().__init__("collector", env, log_path, port)
 
 
 def _answer(status: int, headers: Any, raw: bytes) -> Answer:

@@ -119,18 +119,18 @@ class PipelineEnv:
         )
 
 
-class Worker:
-    """A ``siyu worker`` process."""
+class SiyuProcess:
+    """A ``siyu <command>`` child process whose web port on 127.0.0.1 answers /readyz."""
 
-    def __init__(self, penv: PipelineEnv, log_path: Path, **extra: str) -> None:
-        self.port = free_port()
-        env = {**os.environ, **penv.env(SIYU_WORKER_WEB_PORT=str(self.port), **extra)}
+    def __init__(self, command: str, env: dict[str, str], log_path: Path, port: int) -> None:
+        self.command = command
+        self.port = port
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
-            env=env,
+            [sys.executable, "-m", "pipeline.cli", command],
+            env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -139,7 +139,8 @@ class Worker:
     def ready(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(
-                f"worker exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}"
+                f"{self.command} exited with {self.proc.returncode}:\n"
+                f"{self.log_path.read_text()[-3000:]}"
             )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
@@ -148,7 +149,7 @@ class Worker:
             return False
 
     def wait_ready(self, timeout: float = 90) -> None:
-        wait_for(self.ready, timeout, f"worker ready (log {self.log_path})")
+        wait_for(self.ready, timeout, f"{self.command} ready (log {self.log_path})")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -160,6 +161,15 @@ class Worker:
                 self.proc.wait()
         self._log.close()
         return int(self.proc.returncode)
+
+
+class Worker(SiyuProcess):
+    """A ``siyu worker`` process of ``penv``, its web port free."""
+
+    def __init__(self, penv: PipelineEnv, log_path: Path, **extra: str) -> None:
+        port = free_port()
+        env = penv.env(SIYU_WORKER_WEB_PORT=str(port), **extra)
+        super().__init__("worker", env, log_path, port)
 
 
 @contextmanager
