@@ -240,10 +240,7 @@ class Topology:
             self._address(out, route_event(ev))
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
-        await self.publish(out)
-        writes = TableWrites()
-        done.commit(writes)
-        await self.write_tables(writes)
+        await self.commit(out, done.commit)
         self._published_progress = dict(progress)
         self._announced = out.watermarks
         metrics.record_ingest(len(batch), result, time.monotonic() - started)
@@ -306,14 +303,12 @@ class Topology:
             await self._apply_partition(name, partition, events, out)
             for partition, events in by_partition.items()
         ]
-        await self.publish(out)
-        # Only now, with the output confirmed by Kafka, do the new states go to the tables
-        # (and their changelogs). A crash in between re-delivers the input, which recomputes
-        # the same output from the old state; the other order could lose that output.
-        writes = TableWrites()
-        for update in updates:
-            update.commit(writes)
-        await self.write_tables(writes)
+
+        def write(writes: TableWrites) -> None:
+            for update in updates:
+                update.commit(writes)
+
+        await self.commit(out, write)
         seconds = time.monotonic() - started
         metrics.record_state(name.value, out.stepped, out.domain_rows, out.dead_letters, seconds)
         for update in updates:
@@ -418,10 +413,7 @@ class Topology:
                     result = batch.expire(key, watermark)
                     self._address(out, result.messages)
                     out.domain_rows.extend(result.rows)
-            await self.publish(out)
-            writes = TableWrites()
-            batch.write_back(writes)
-            await self.write_tables(writes)
+            await self.commit(out, batch.write_back)
             seconds = time.monotonic() - started
             metrics.record_state(name.value, [], out.domain_rows, out.dead_letters, seconds)
         self._swept[(name, partition)] = watermark
@@ -482,6 +474,19 @@ class Topology:
             await asyncio.gather(*futures)
 
         await self._until_sent("publishing a batch", send)
+
+    async def commit(self, out: Output, write: Callable[[TableWrites], None]) -> None:
+        """Make a batch's effects durable, in the one order that loses nothing: its output
+        confirmed by Kafka first, then its table writes (``write`` collects them).
+
+        A crash before the states are written re-delivers the input, which recomputes the
+        same output from the old state (downstream is idempotent); the other order could
+        lose that output.
+        """
+        await self.publish(out)
+        writes = TableWrites()
+        write(writes)
+        await self.write_tables(writes)
 
     async def write_tables(self, writes: TableWrites) -> None:
         """Send a batch's table writes to the changelogs, wait until Kafka confirmed them,
