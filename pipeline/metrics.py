@@ -231,6 +231,19 @@ STATE_KEYS = Gauge(
     ["processor"],
     registry=REGISTRY,
 )
+STATE_CACHE_LOOKUPS = Counter(
+    "siyu_state_cache_lookups_total",
+    "Keys whose parsed state a batch needed, by whether the worker's state cache had it "
+    "(miss: parsed from the table).",
+    ["processor", "result"],
+    registry=REGISTRY,
+)
+STATE_CACHE_EVICTIONS = Counter(
+    "siyu_state_cache_evictions_total",
+    "Parsed states dropped from the worker's state cache to stay within SIYU_STATE_CACHE_KEYS.",
+    ["processor"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "siyu_consumer_lag_messages",
     "Messages after the committed offset, per partition this worker owns (highwater last "
@@ -437,6 +450,16 @@ def record_flushed(table: str, rows: int, published_ms: Sequence[tuple[int, int]
 
 def record_flush_done() -> None:
     LAST_FLUSH.set_to_current_time()
+
+
+def record_state_cache(processor: str, lookups: int, misses: int, evicted: int) -> None:
+    """Count one batch's use of a processor's state cache."""
+    if misses:
+        STATE_CACHE_LOOKUPS.labels(processor, "miss").inc(misses)
+    if lookups > misses:
+        STATE_CACHE_LOOKUPS.labels(processor, "hit").inc(lookups - misses)
+    if evicted:
+        STATE_CACHE_EVICTIONS.labels(processor).inc(evicted)
 
 
 # -- Sampled gauges -------------------------------------------------------------------------

@@ -224,6 +224,13 @@ class Settings(BaseSettings):
         description="Keys a sweep of expired state handles at once (published and written "
         "before the next): bounds a sweep's memory to this many states.",
     )
+    state_cache_keys: int = Field(
+        default=200_000,
+        ge=1,
+        description="Parsed states a worker keeps in memory per processor (user, share, "
+        "sharer), the least recently used dropped first; a dropped key is read back from its "
+        "table when it comes again. Bounds a worker's memory (about 4 KB per user state).",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of siyu processes."

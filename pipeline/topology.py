@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import zlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,7 +180,7 @@ class Topology:
             key_type=bytes,
             value_type=bytes,
         )
-        self.caches = {name: StateCache() for name in self.processors}
+        self.caches = {name: StateCache(s.state_cache_keys) for name in self.processors}
         app.on_partitions_revoked.connect(self._forget_states)
         app.on_partitions_assigned.connect(self._forget_states)
         # Per partition of each processor: the watermark at the last sweep of expired state.
@@ -523,19 +523,48 @@ class Topology:
 
 
 class StateCache:
-    """Deserialised states of the keys this worker owns, kept between batches.
+    """Deserialised states of the keys this worker owns, kept between batches: at most
+    ``max_keys`` of them, the least recently used dropped first.
 
     Parsing a state from its table bytes on every batch was a quarter of a worker's time,
     most of it on busy keys. The table (and its changelog) stays the source of truth: the
     cache holds exactly what was last written there, and is dropped whenever partitions
-    move, because Faust may then restore the table from the changelog.
+    move, because Faust may then restore the table from the changelog. A key dropped for
+    room is parsed from the table again when it comes back, so the bound costs time, never
+    correctness; without it, a worker's memory grows with every user it ever saw, even
+    when the table lives in RocksDB on disk.
     """
 
-    def __init__(self) -> None:
-        self.states: dict[bytes, Any] = {}
+    def __init__(self, max_keys: int) -> None:
+        self.max_keys = max_keys
+        self.states: OrderedDict[bytes, Any] = OrderedDict()
+
+    def take(self, key: bytes) -> Any:
+        """The cached state of ``key``, or :data:`MISSING`. The object is handed over: the
+        caller may mutate it and must :meth:`put` the result back."""
+        return self.states.get(key, MISSING)
+
+    def put(self, key: bytes, state: Any) -> None:
+        """Cache ``state`` as the latest of ``key`` (None: the key was deleted)."""
+        if state is None:
+            self.states.pop(key, None)
+            return
+        self.states[key] = state
+        self.states.move_to_end(key)
+
+    def trim(self) -> int:
+        """Drop the least recently used states beyond the bound; returns how many."""
+        excess = len(self.states) - self.max_keys
+        for _ in range(excess):
+            self.states.popitem(last=False)
+        return max(0, excess)
 
     def clear(self) -> None:
         self.states.clear()
+
+
+#: :meth:`StateCache.take` of a key that is not cached.
+MISSING: Any = object()
 
 
 class _KeyBatch:
@@ -555,6 +584,7 @@ class _KeyBatch:
         self.cache = cache
         self.states: dict[bytes, Any] = {}
         self.applied: dict[bytes, list[tuple[Addressed, int]]] = defaultdict(list)
+        self.cache_misses = 0
 
     def _stored(self, key: bytes) -> Any:
         raw = self.table.get(key)  # within _apply_partition's in_partition
@@ -565,7 +595,10 @@ class _KeyBatch:
             return self.states[key]
         # Steps may mutate the state they are given: the cached object is handed over and
         # the cache entry is replaced at commit.
-        state = self.cache.states[key] if key in self.cache.states else self._stored(key)
+        state = self.cache.take(key)
+        if state is MISSING:
+            self.cache_misses += 1
+            state = self._stored(key)
         self.states[key] = state
         return state
 
@@ -598,18 +631,21 @@ class _KeyBatch:
             self._write_back(writes)
 
     def _write_back(self, writes: TableWrites) -> None:
-        cache = self.cache.states
+        cache = self.cache
         for key, state in self.states.items():
+            cache.put(key, state)
             if state is None:
-                cache.pop(key, None)
                 if self.table.get(key) is not None:
                     writes.set(self.table, self.event, key, None)
                 continue
-            cache[key] = state
             raw = orjson.dumps(self.processor.state_to_dict(state))
             # A key only swept often did not change: skip the changelog record then.
             if key in self.applied or raw != self.table.get(key):
                 writes.set(self.table, self.event, key, raw)
+        evicted = cache.trim()
+        metrics.record_state_cache(
+            self.processor.name.value, len(self.states), self.cache_misses, evicted
+        )
 
 
 @dataclass

@@ -8,10 +8,13 @@ import random
 import re
 import signal
 import time
+import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 import orjson
 from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.events import encode_envelope, encode_event
 from pipeline.quiescence import Quiescence
@@ -66,19 +69,39 @@ def assert_equals_oracle(penv: PipelineEnv, expected: OracleResult) -> None:
     assert got.loyalty == expected.loyalty
 
 
+def state_cache_counts(port: int) -> dict[tuple[str, str, str], float]:
+    """The worker's state-cache counters: (sample, processor, result) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return defaultdict(
+        float,
+        {
+            (s.name, s.labels["processor"], s.labels.get("result", "")): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("siyu_state_cache_") and s.name.endswith("_total")
+        },
+    )
+
+
 def test_topology_equals_the_batch_oracle(
     penv: PipelineEnv, scenario: Scenario, tmp_path: Path
 ) -> None:
     expected = recompute(scenario.arrival)
     assert expected.promotions and any(c["kind"] == "referral" for c in expected.credits.values())
     # A short stall timeout: a healthy worker with quiet spells must never trip it. Sweeps
-    # of expired state in chunks of 7 keys: many chunks, each published and written.
+    # of expired state in chunks of 7 keys: many chunks, each published and written. A
+    # state cache of 5 keys per processor: most states are read back from the tables.
     log = tmp_path / "worker.log"
-    env = {"SIYU_STALL_TIMEOUT_S": "8", "SIYU_SWEEP_CHUNK": "7"}
+    env = {"SIYU_STALL_TIMEOUT_S": "8", "SIYU_SWEEP_CHUNK": "7", "SIYU_STATE_CACHE_KEYS": "5"}
     with running_worker(penv, log, **env) as worker:
         send_paced(penv, scenario.arrival)
         assert worker.proc.poll() is None, "the stall watchdog stopped a healthy worker"
+        cache = state_cache_counts(worker.port)
     assert_equals_oracle(penv, expected)
+    for processor in ("user", "share", "sharer"):
+        assert cache[("siyu_state_cache_evictions_total", processor, "")] > 0, cache
+        assert cache[("siyu_state_cache_lookups_total", processor, "miss")] > 0, cache
     sweeps = re.findall(r"swept (\d+) keys of state-\w+\[\d+\] in (\d+) chunk", log.read_text())
     assert any(int(chunks) > 1 for _, chunks in sweeps), "no sweep ran in several chunks"
 
