@@ -10,7 +10,7 @@ STAMP := $(VENV)/.siyu-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install system up down status reset migrate schemas demo test test-unit \
-        test-integration lint format bench clean compose-up compose-down
+        test-integration lint format bench profile clean compose-up compose-down
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -71,6 +71,9 @@ clean: down ## Remove the virtualenv and local state (not the Maven cache)
 
 bench: migrate ## Issue 8's benchmark: one worker vs the ceiling, latency, state size (BENCH_ARGS=--help)
 	$(PY) -m bench $(BENCH_ARGS)
+
+profile: migrate ## Where one worker's time goes: py-spy on a backlog (BENCH_ARGS=--help)
+	$(PY) -m bench.profile $(BENCH_ARGS)
 
 COMPOSE := docker compose -f deploy/compose/compose.yaml
 

@@ -76,6 +76,12 @@ def parse() -> argparse.Namespace:
         default=["memory", "rocksdb"],
         help="one state run per store",
     )
+    parser.add_argument(
+        "--state-cache-keys",
+        type=int,
+        default=1_000,
+        help="one more RocksDB state run with SIYU_STATE_CACHE_KEYS set to this (0: none)",
+    )
     parser.add_argument("--pure-state-events", type=int, default=100_000)
     parser.add_argument("--domain-events", type=int, default=50_000)
     parser.add_argument(
@@ -136,9 +142,13 @@ def main() -> int:
 
     if "state" not in args.skip:
         workers = []
-        for store in args.state_store:
+        state_runs: list[tuple[str, int | None]] = [(store, None) for store in args.state_store]
+        if args.state_cache_keys:
+            state_runs.append(("rocksdb", args.state_cache_keys))
+        for store, cache_keys in state_runs:
+            label = store + ("" if cache_keys is None else f", cache {cache_keys:,} keys")
             progress(
-                f"state: {args.state_events:,} events through a worker, {store} store, "
+                f"state: {args.state_events:,} events through a worker, {label}, "
                 f"at {rate or 500.0:,.0f} events/s"
             )
             w = worker_state.worker_state(
@@ -148,8 +158,9 @@ def main() -> int:
                 args.state_users,
                 store,
                 rate=rate or 500.0,
+                cache_keys=cache_keys,
             )
-            progress(f"state, {store} store: {report.line(w)}")
+            progress(f"state, {label}: {report.line(w)}")
             workers.append(w)
         progress(f"state: the pure core on {args.pure_state_events:,} events")
         pure = worker_state.pure_state(args.pure_state_events)

@@ -121,21 +121,29 @@ def state_table(st: dict[str, Any]) -> list[str]:
     workers, p = st["workers"], st["pure"]
     lines = ["| figure | MiB per 100k users | what it is |", "|---|---:|---|"]
     for w in workers:
-        inside = (
-            "the parsed-state cache and the store's bytes"
-            if w["store"] == "memory"
-            else "the parsed-state cache, plus RocksDB memtables, which grow in blocks up to "
-            "their configured size rather than per user: noisy at this size, read the memory "
-            "store's line for the cost per user"
-        )
+        cache_keys = w.get("cache_keys")
+        if cache_keys is not None:
+            inside = (
+                f"the parsed-state cache bounded to {cache_keys:,} keys per processor "
+                "(SIYU_STATE_CACHE_KEYS): what stays is RocksDB's memtables and block cache"
+            )
+        elif w["store"] == "memory":
+            inside = "the parsed-state cache and the store's bytes"
+        else:
+            inside = (
+                "the parsed-state cache, plus RocksDB memtables, which grow in blocks up to "
+                "their configured size rather than per user: noisy at this size, read the "
+                "memory store's line for the cost per user"
+            )
+        bound = "" if cache_keys is None else f", state cache ≤ {cache_keys:,} keys"
         lines.append(
-            f"| worker resident memory, {w['store']} store | "
+            f"| worker resident memory, {w['store']} store{bound} | "
             f"{_fmt(w['rss_growth_mib_per_100k'], 1)} | RSS growth while the events of "
             f"{w['users_second_phase']:,} new users went through, after a first phase "
             f"({inside}) |"
         )
     for w in workers:
-        if w["store"] == "rocksdb":
+        if w["store"] == "rocksdb" and w.get("cache_keys") is None:
             lines.append(
                 f"| RocksDB files (SST + WAL) | {_fmt(w['rocksdb_mib_per_100k'], 1)} | "
                 "the worker's data directory after it stopped (compressed SSTs, write-ahead "

@@ -155,6 +155,7 @@ def worker_state(
     n_users: int,
     store: str = "rocksdb",
     rate: float = 500.0,
+    cache_keys: int | None = None,
 ) -> dict[str, Any]:
     """Send two halves of traffic through one worker at ``rate`` events/s and measure its
     state; figures per 100k users.
@@ -165,12 +166,15 @@ def worker_state(
     out (RSS growth from "ready" would charge it to a few thousand users). Both phases
     arrive paced, as live traffic, not as a backlog: a backlog is read in big batches whose
     garbage grows the heap, and the second phase's states would then fill that free space
-    without growing RSS, hiding their size."""
+    without growing RSS, hiding their size. ``cache_keys`` bounds the worker's cache of
+    parsed states (``SIYU_STATE_CACHE_KEYS``; None: the default, above these user counts)."""
     first, second = two_phases(n_events, n_users)
     users_first, users_second = users_of(first), users_of(second)
     users = users_first + users_second
     with namespace(kafka, clickhouse_port) as penv:
         env = {"SIYU_STORE": store, "SIYU_SINK_FLUSH_SECONDS": SINK_FLUSH_SECONDS}
+        if cache_keys is not None:
+            env["SIYU_STATE_CACHE_KEYS"] = str(cache_keys)
         with worker(penv, "state", **env) as w, emitter(penv) as sdk:
             _, rss_ready, _ = proc_stats(w.proc.pid)
             paced(sdk, first, rate)
@@ -186,6 +190,7 @@ def worker_state(
     live_total = sum(t["bytes"] for t in live.values())
     return {
         "store": store,
+        "cache_keys": cache_keys,
         "events": len(first) + len(second),
         "users": users,
         "users_second_phase": users_second,
