@@ -528,11 +528,12 @@ class StateCache:
 
     Parsing a state from its table bytes on every batch was a quarter of a worker's time,
     most of it on busy keys. The table (and its changelog) stays the source of truth: the
-    cache holds exactly what was last written there, and is dropped whenever partitions
-    move, because Faust may then restore the table from the changelog. A key dropped for
-    room is parsed from the table again when it comes back, so the bound costs time, never
-    correctness; without it, a worker's memory grows with every user it ever saw, even
-    when the table lives in RocksDB on disk.
+    cache holds what was last written there (or that state with a later watermark, when a
+    sweep found nothing else to change), and is dropped whenever partitions move, because
+    Faust may then restore the table from the changelog. A key dropped for room is parsed
+    from the table again when it comes back, so the bound costs time, never correctness;
+    without it, a worker's memory grows with every user it ever saw, even when the table
+    lives in RocksDB on disk.
     """
 
     def __init__(self, max_keys: int) -> None:
@@ -584,6 +585,10 @@ class _KeyBatch:
         self.cache = cache
         self.states: dict[bytes, Any] = {}
         self.applied: dict[bytes, list[tuple[Addressed, int]]] = defaultdict(list)
+        #: Keys only expired, with nothing but their watermark changed: nothing to write.
+        self.quiet: set[bytes] = set()
+        #: Keys whose state was parsed from the table by this batch (not in the cache).
+        self.loaded: set[bytes] = set()
         self.cache_misses = 0
 
     def _stored(self, key: bytes) -> Any:
@@ -598,6 +603,7 @@ class _KeyBatch:
         state = self.cache.take(key)
         if state is MISSING:
             self.cache_misses += 1
+            self.loaded.add(key)
             state = self._stored(key)
         self.states[key] = state
         return state
@@ -624,6 +630,10 @@ class _KeyBatch:
             return StepResult(None, [], [])
         result = self.processor.expire(state, watermark)
         self.states[key] = result.state
+        if not result.changed and result.state is not None and key not in self.applied:
+            self.quiet.add(key)
+        else:
+            self.quiet.discard(key)
         return result
 
     def write_back(self, writes: TableWrites) -> None:
@@ -633,14 +643,21 @@ class _KeyBatch:
     def _write_back(self, writes: TableWrites) -> None:
         cache = self.cache
         for key, state in self.states.items():
-            cache.put(key, state)
+            swept_only = key not in self.applied
+            # A key that only a sweep read from the table is not cached: a sweep reads every
+            # key of the partition and must not push the busy ones out of the cache.
+            if not (swept_only and key in self.loaded):
+                cache.put(key, state)
+            if swept_only and key in self.quiet:
+                # Only the watermark moved: the stored state, advanced to the same
+                # watermark, is this one, so there is nothing to write.
+                continue
             if state is None:
                 if self.table.get(key) is not None:
                     writes.set(self.table, self.event, key, None)
                 continue
             raw = orjson.dumps(self.processor.state_to_dict(state))
-            # A key only swept often did not change: skip the changelog record then.
-            if key in self.applied or raw != self.table.get(key):
+            if not swept_only or raw != self.table.get(key):
                 writes.set(self.table, self.event, key, raw)
         evicted = cache.trim()
         metrics.record_state_cache(

@@ -181,8 +181,8 @@ class ShareProcessor:
 
     def expire(self, state: ShareState, watermark_us: int) -> StepResult[ShareState]:
         """Advance the watermark: forget watchers whose events left the horizon."""
-        self._advance(state, watermark_us)
-        return StepResult(self._kept(state), [], [])
+        changed = self._advance(state, watermark_us)
+        return StepResult(self._kept(state), [], [], changed)
 
     @staticmethod
     def _kept(state: ShareState) -> ShareState | None:
@@ -191,13 +191,16 @@ class ShareProcessor:
         return state
 
     @staticmethod
-    def _advance(state: ShareState, watermark_us: int) -> None:
+    def _advance(state: ShareState, watermark_us: int) -> bool:
+        """Move the state to ``watermark_us``; False when nothing but its watermark changed."""
         if watermark_us <= state.watermark_us:
-            return
+            return False
         state.watermark_us = watermark_us
         if state.watchers_expire_us is not None and state.watchers_expire_us < watermark_us:
             state.watchers = {u: t for u, t in state.watchers.items() if t >= watermark_us}
             state.watchers_expire_us = min(state.watchers.values()) if state.watchers else None
+            return True
+        return False
 
     def _on_share_event(
         self, state: ShareState, event: ShareEvent, messages: list[Addressed], rows: list[Row]

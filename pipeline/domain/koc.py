@@ -260,8 +260,7 @@ class SharerProcessor:
 
     def expire(self, state: SharerState, watermark_us: int) -> StepResult[SharerState]:
         """Advance the watermark alone: finalise the promotion, drop old history."""
-        self._advance(state, watermark_us)
-        return StepResult(state, [], [])
+        return StepResult(state, [], [], self._advance(state, watermark_us))
 
     def _fold_boundary(self, state: SharerState) -> int:
         return state.watermark_us - self.config.horizon_us - self.config.koc_window_us
@@ -334,10 +333,12 @@ class SharerProcessor:
             koc_since_us=since,
         )
 
-    def _advance(self, state: SharerState, watermark_us: int) -> None:
+    def _advance(self, state: SharerState, watermark_us: int) -> bool:
+        """Move the state to ``watermark_us``; False when nothing but its watermark changed."""
         if watermark_us <= state.watermark_us:
-            return
+            return False
         state.watermark_us = watermark_us
+        changed = False
         p = state.promotion
         if (
             p is not None
@@ -345,9 +346,10 @@ class SharerProcessor:
             and p.promoted_at_us < watermark_us - self.config.horizon_us
         ):
             state.promotion_final = True
+            changed = True
         boundary = self._fold_boundary(state)
         if state.oldest_us is None or state.oldest_us >= boundary:
-            return
+            return changed
         kept: dict[str, Referral] = {}
         for pid, r in state.referrals.items():
             if r.at_us >= boundary:
@@ -356,6 +358,7 @@ class SharerProcessor:
                 state.folded_last_us = _max(state.folded_last_us, r.at_us)
         state.referrals = kept
         state.oldest_us = min((r.at_us for r in kept.values()), default=None)
+        return True
 
 
 def _max(a: int | None, b: int) -> int:

@@ -246,8 +246,13 @@ class StepResult(NamedTuple, Generic[StateT]):
     ``state`` is the key's new state (None: delete the key), ``messages`` go to
     other keys, ``rows`` to the ClickHouse sink. The step may have mutated the
     state it was given: the caller must store ``state`` and not reuse the old one.
+
+    ``changed`` is False only from ``expire``, when nothing but the state's own watermark
+    moved: the state as stored before, advanced to the same watermark, equals this one, so
+    the caller need not write it (a sweep of a quiet key then costs no changelog record).
     """
 
     state: StateT | None
     messages: list[Addressed]
     rows: list[Row]
+    changed: bool = True

@@ -278,8 +278,7 @@ class UserProcessor:
 
     def expire(self, state: UserState, watermark_us: int) -> StepResult[UserState]:
         """Advance the watermark alone: drop history that left the horizon."""
-        self._advance(state, watermark_us)
-        return StepResult(state, [], [])
+        return StepResult(state, [], [], self._advance(state, watermark_us))
 
     # -- events -------------------------------------------------------------
 
@@ -549,13 +548,16 @@ class UserProcessor:
 
     # -- watermark ----------------------------------------------------------
 
-    def _advance(self, state: UserState, watermark_us: int) -> None:
+    def _advance(self, state: UserState, watermark_us: int) -> bool:
+        """Move the state to ``watermark_us``; False when nothing but its watermark changed."""
         if watermark_us <= state.watermark_us:
-            return
+            return False
         state.watermark_us = watermark_us
+        changed = False
         boundary = watermark_us - self.config.horizon_us
         timeline = state.timeline
         if timeline and timeline[0][0] < boundary:
+            changed = True
             n = bisect_left(timeline, (boundary, ""))
             for _, eid in timeline[:n]:
                 del state.seen[eid]
@@ -579,4 +581,8 @@ class UserProcessor:
             del state.purchases[: bisect_left(state.purchases, boundary, key=_at)]
         if state.late_ids:
             keep_after = watermark_us - self.config.lateness_us
-            state.late_ids = {e: w for e, w in state.late_ids.items() if w >= keep_after}
+            kept = {e: w for e, w in state.late_ids.items() if w >= keep_after}
+            if len(kept) != len(state.late_ids):
+                state.late_ids = kept
+                changed = True
+        return changed
