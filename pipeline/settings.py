@@ -116,6 +116,18 @@ class Settings(BaseSettings):
         description="Faust table store; rocksdb needs `pip install siyu[rocksdb]`.",
     )
     data_dir: str = Field(default=".local/worker", description="Directory for worker state.")
+    rocksdb_write_buffer_mb: int = Field(
+        default=8,
+        ge=1,
+        description="RocksDB memtable size of each table partition's database (up to 3 "
+        "of them each); Faust's own default is 64.",
+    )
+    rocksdb_block_cache_mb: int = Field(
+        default=16,
+        ge=1,
+        description="RocksDB read cache of each table partition's database; Faust's own "
+        "default is 2048, per database.",
+    )
     standby_replicas: int = Field(
         default=1,
         ge=0,
