@@ -42,10 +42,10 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                            "_KeyBatch.write_back")),
     ("decoding messages between agents", ("Addressed.from_dict",)),
     ("domain steps (pipeline/domain)", ("_KeyBatch.step", "_KeyBatch.expire")),
+    ("metrics", ("pipeline/metrics.py",)),
     ("ingest: decoding, validating, routing events", ("Topology._ingest_batch",)),
     ("state agents: the rest of a batch", ("Topology._state_batch",)),
     ("sink: consuming and decoding row batches", ("SinkService.",)),
-    ("metrics", ("pipeline/metrics.py",)),
 )  # fmt: skip
 OTHER = "Faust, aiokafka, asyncio and threads (everything else)"
 
@@ -53,25 +53,26 @@ _FRAME = re.compile(r"(?P<func>.*?) \((?P<file>.*?):\d+\)")
 
 
 def _frame(raw: str) -> tuple[str, str]:
-    """(function, short file) of one py-spy raw-format frame: ``pipeline/...`` for siyu,
-    ``package/...`` for installed packages, the last two path parts for the stdlib."""
+    """(function, file) of one py-spy raw-format frame. py-spy names files relative to the
+    ``sys.path`` entry they were found under (``pipeline/topology.py``,
+    ``aiokafka/conn.py``, ``asyncio/events.py``); an absolute path is cut the same way."""
     m = _FRAME.match(raw)
     if not m:
         return raw, ""
     path = m.group("file")
-    if "site-packages/" in path:
-        return m.group("func"), path.split("site-packages/", 1)[1]
-    if "/pipeline/" in path:
-        return m.group("func"), "pipeline/" + path.split("/pipeline/", 1)[1]
-    return m.group("func"), "/".join(path.split("/")[-2:])
+    if path.startswith("/"):
+        for marker in ("site-packages/", "/work/main/", "/lib/python3."):
+            if marker in path:
+                path = path.split(marker, 1)[1]
+                if marker == "/lib/python3.":
+                    path = path.split("/", 1)[-1]  # past "11/"
+                break
+    return m.group("func"), path
 
 
 def _module(path: str) -> str:
-    """What self time is summed by: a siyu file, or an installed package, or a stdlib file."""
-    if path.startswith("pipeline/"):
-        return path
-    head, _, rest = path.partition("/")
-    return head if rest and not path.startswith("python3") else path
+    """What self time is summed by: a siyu file, or an installed package or stdlib module."""
+    return path if path.startswith("pipeline/") else path.split("/", 1)[0]
 
 
 def analyse(raw_path: Path, top: int) -> dict[str, Any]:
