@@ -35,7 +35,7 @@ import faust
 import orjson
 
 from pipeline import metrics
-from pipeline.changelog import TableWrites, in_partition
+from pipeline.changelog import TableWrites, in_partition, partition_db
 from pipeline.deadletter import Source
 from pipeline.domain import (
     NO_WATERMARK,
@@ -415,12 +415,8 @@ class Topology:
         It runs after the batch that found it due committed, before that batch is
         acknowledged; a crash in between sweeps again (expiry is idempotent).
         """
-        n = self.s.topic_partitions
         table = self.tables[name]
-        with in_partition(event):
-            keys = [
-                k for k in table if not k.startswith(b"\x00") and partition_of(k, n) == partition
-            ]
+        keys = self._partition_keys(table, partition, event)
         chunk = self.s.sweep_chunk
         for start in range(0, len(keys), chunk):
             started = time.monotonic()
@@ -442,6 +438,20 @@ class Topology:
             partition,
             -(-len(keys) // chunk),
         )
+
+    def _partition_keys(self, table: Any, partition: int, event: Any) -> list[bytes]:
+        """The state keys of one partition of ``table``: read from that partition's RocksDB
+        alone, or filtered from the whole memory store (which is not split by partition)."""
+        db = partition_db(table.data, partition)
+        if db is not None:
+            offset_key = table.data.offset_key
+            keys = db.keys()  # a rocksdict Rdict: its key iterator
+            return [k for k in keys if not k.startswith(b"\x00") and k != offset_key]
+        n = self.s.topic_partitions
+        with in_partition(event):
+            return [
+                k for k in table if not k.startswith(b"\x00") and partition_of(k, n) == partition
+            ]
 
     def _dead_letter(
         self, out: Output, payload: bytes, index: int | None, source: Source, err: BaseException

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rocksdict import Options, Rdict
 
 from pipeline.changelog import TableWrites
 from tests.integration.conftest import FreshTopic
@@ -37,12 +39,49 @@ class Store:
         self.offsets[(tp.topic, tp.partition)] = offset
 
 
+class RocksStore:
+    """The part of Faust's RocksDB store the writes use: a real rocksdict database per
+    partition (raw mode, as Faust opens them) and Faust's key for the persisted offset."""
+
+    use_rocksdict = True
+    offset_key = b"__faust\x00offset__"
+
+    def __init__(self, topic: str, directory: Path) -> None:
+        self.topic, self.directory = topic, directory
+        self._dbs: dict[int, Rdict] = {}
+
+    def _db_for_partition(self, partition: int) -> Rdict:
+        if partition not in self._dbs:
+            path = str(self.directory / f"p{partition}.db")
+            self._dbs[partition] = Rdict(path, options=Options(raw_mode=True))
+        return self._dbs[partition]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._db_for_partition(1)[key] = value  # the test's earlier keys are partition 1's
+
+    @property
+    def data(self) -> dict[bytes, bytes]:
+        return {k: v for db in self._dbs.values() for k, v in db.items() if k != self.offset_key}
+
+    @property
+    def offsets(self) -> dict[Any, int]:
+        return {
+            (self.topic, p): int(db[self.offset_key])
+            for p, db in self._dbs.items()
+            if self.offset_key in db
+        }
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+
+
 class Table:
     """The part of a Faust table the writes use: its changelog topic and its store."""
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, rocksdb: Path | None = None) -> None:
         self.changelog_topic = SimpleNamespace(get_topic_name=lambda: topic)
-        self.data = Store()
+        self.data: Any = Store() if rocksdb is None else RocksStore(topic, rocksdb)
 
 
 class Event:
@@ -69,8 +108,10 @@ async def read_all(bootstrap: str, topic: str, expected: int) -> list[tuple[int,
     return sorted(got)
 
 
-async def write_and_read(bootstrap: str, topic: str, max_batch_size: int) -> None:
-    t = Table(topic)
+async def write_and_read(
+    bootstrap: str, topic: str, max_batch_size: int, rocksdb: Path | None = None
+) -> None:
+    t = Table(topic, rocksdb)
     t.data[b"gone"] = b"old"
     t.data[b"k0"] = b"before"
     writes = TableWrites()
@@ -103,6 +144,8 @@ async def write_and_read(bootstrap: str, topic: str, max_batch_size: int) -> Non
     assert t.data.data[b"k0"] == b"second" and b"gone" not in t.data.data
     assert t.data.data[b"k59"].startswith(b"v59-")
     assert t.data.offsets == {(topic, 1): 1, (topic, 2): 58}
+    if rocksdb is not None:
+        t.data.close()
 
 
 @pytest.mark.parametrize("max_batch_size", [1 << 20, 1024], ids=["one-batch", "split"])
@@ -111,3 +154,12 @@ def test_writes_go_to_the_changelog_then_the_store(
 ) -> None:
     topic = fresh_topic(partitions=4, config={"cleanup.policy": "compact"})
     asyncio.run(write_and_read(kafka_bootstrap, topic, max_batch_size))
+
+
+def test_rocksdb_stores_get_each_partitions_writes_and_offset_in_one_write(
+    kafka_bootstrap: str, fresh_topic: FreshTopic, tmp_path: Path
+) -> None:
+    """With Faust's RocksDB store the writes bypass its per-key path: one atomic RocksDB
+    write per partition, the persisted changelog offset included, under Faust's key."""
+    topic = fresh_topic(partitions=4, config={"cleanup.policy": "compact"})
+    asyncio.run(write_and_read(kafka_bootstrap, topic, 1 << 20, rocksdb=tmp_path))

@@ -268,6 +268,9 @@ def test_rocksdb_tables_survive_a_restart_and_give_the_same_result(
     with running_worker(penv, tmp_path / "w2.log", **env):
         send_paced(penv, small_scenario.arrival[half:])
     assert_equals_oracle(penv, expected)
+    # Sweeps list a partition's keys from that partition's database alone: they found some.
+    swept = re.findall(r"swept (\d+) keys of state-user", (tmp_path / "w2.log").read_text())
+    assert swept and max(int(n) for n in swept) > 0, swept
     # RocksDB records the options of each open in an OPTIONS file per database (Faust opens
     # a table partition's database when it is first used): each was opened with them.
     databases = list(Path(penv.settings().data_dir).rglob("*.db"))
