@@ -37,11 +37,9 @@ import asyncio
 import sys
 import threading
 import time
-import urllib.request
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench import report
 from bench.backlog import SDK_BATCH, emit, scenario_events, users_of
@@ -50,7 +48,7 @@ from pipeline.events import decode_message
 from pipeline.sdk.base import AnyEvent
 from pipeline.settings import Settings
 from pipeline.sink.clickhouse import client_from_url
-from tests.integration.pipeline_env import PipelineEnv, wait_for
+from tests.integration.pipeline_env import PipelineEnv, by, scrape, wait_for
 
 #: Sink flush interval of the worker: the production default (the test helpers use less).
 SINK_FLUSH_SECONDS = str(Settings.model_fields["sink_flush_seconds"].default)
@@ -102,16 +100,9 @@ async def ceiling(penv: PipelineEnv, expected: int) -> float:
 ROWS_SAMPLE_SECONDS = 0.1
 
 
-def rows_inserted(port: int) -> float:
+def rows_inserted(port: int) -> int:
     """The worker's ``siyu_sink_rows_inserted_total``, summed over tables."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "siyu_sink_rows_inserted_total"
-    )
+    return sum(by(scrape(port), "siyu_sink_rows_inserted_total").values())
 
 
 class RowsSampler:
@@ -119,7 +110,7 @@ class RowsSampler:
 
     def __init__(self, port: int, start: float) -> None:
         self.port, self.start = port, start
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -132,11 +123,12 @@ class RowsSampler:
                 continue
             self.samples.append((time.perf_counter() - self.start, total))
 
-    def all_visible_seconds(self, final: float) -> float:
-        """When the total first reached ``final``, the total after the pipeline went quiet."""
+    def all_visible_seconds(self, final: int, otherwise: float) -> float:
+        """When the total first reached ``final``, the total after the pipeline went quiet;
+        ``otherwise`` (the quiet time) when no sample saw it, every scrape having failed."""
         self._stop.set()
         self._thread.join()
-        return next(t for t, total in self.samples if total >= final)
+        return next((t for t, total in self.samples if total >= final), otherwise)
 
 
 def siyu_run(penv: PipelineEnv, expected: int) -> dict[str, float]:
@@ -160,7 +152,7 @@ def siyu_run(penv: PipelineEnv, expected: int) -> dict[str, float]:
         elapsed = time.perf_counter() - start
         cpu1, _, peak = proc_stats(w.proc.pid)
         final_rows = rows_inserted(w.port)
-        all_visible_s = sampler.all_visible_seconds(final_rows)
+        all_visible_s = sampler.all_visible_seconds(final_rows, elapsed)
     return {
         "seconds": elapsed,
         "visible_seconds": visible_s,

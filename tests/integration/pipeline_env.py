@@ -11,16 +11,45 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from pipeline.settings import Settings
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
+
+#: A /metrics scrape: (sample name, sorted label pairs) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    """The samples of a siyu process's /metrics on 127.0.0.1:``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def by(samples: Samples, name: str, *labels: str) -> Counter[tuple[str, ...]]:
+    """Values of ``name`` keyed by the given label values (other labels summed)."""
+    out: Counter[tuple[str, ...]] = Counter()
+    for (sample, label_items), value in samples.items():
+        if sample == name and value:
+            d = dict(label_items)
+            out[tuple(d.get(label, "") for label in labels)] += int(value)
+    return out
 
 
 def free_port() -> int:

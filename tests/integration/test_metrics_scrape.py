@@ -5,20 +5,23 @@ oracle), rows inserted into ClickHouse; and its lag returns to zero."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import orjson
 from kafka import KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.pipeline_env import PipelineEnv, running_worker, wait_for
+from tests.integration.pipeline_env import (
+    PipelineEnv,
+    Samples,
+    by,
+    running_worker,
+    scrape,
+    wait_for,
+)
 from tests.integration.test_topology import quiescent, send_paced
 from tests.oracle import recompute
 from tests.scenario import generate
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 #: Bad input sent after the scenario: (message bytes, dead-letter reason, brand_id read).
 BAD = [
@@ -52,18 +55,6 @@ BAD = [
 ]
 
 
-def scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def caught_up(samples: Samples) -> Samples | None:
     """``samples`` if they have lag series and every one is 0."""
     lags = [v for (name, _), v in samples.items() if name == "siyu_consumer_lag_messages"]
@@ -77,16 +68,6 @@ def user_state_keys(samples: Samples) -> int:
 def caught_up_with(samples: Samples, users: int) -> Samples | None:
     """``samples`` if every partition is caught up and the user state counts ``users``."""
     return samples if caught_up(samples) and user_state_keys(samples) >= users else None
-
-
-def by(samples: Samples, name: str, *labels: str) -> Counter[tuple[str, ...]]:
-    """Values of ``name`` keyed by the given label values (other labels summed)."""
-    out: Counter[tuple[str, ...]] = Counter()
-    for (sample, label_items), value in samples.items():
-        if sample == name and value:
-            d = dict(label_items)
-            out[tuple(d.get(label, "") for label in labels)] += int(value)
-    return out
 
 
 def test_worker_metrics_count_what_was_sent(penv: PipelineEnv, tmp_path: Path) -> None:

@@ -8,18 +8,22 @@ import random
 import re
 import signal
 import time
-import urllib.request
-from collections import defaultdict
 from pathlib import Path
 
 import orjson
 from kafka import KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.events import encode_envelope, encode_event
 from pipeline.quiescence import Quiescence
 from pipeline.watchdog import STALL_EXIT_CODE
-from tests.integration.pipeline_env import PipelineEnv, Worker, running_worker, wait_for
+from tests.integration.pipeline_env import (
+    PipelineEnv,
+    Worker,
+    by,
+    running_worker,
+    scrape,
+    wait_for,
+)
 from tests.integration.readback import engine_of, read_domain_rows
 from tests.oracle import OracleResult, recompute
 from tests.scenario import Event, Scenario
@@ -69,21 +73,6 @@ def assert_equals_oracle(penv: PipelineEnv, expected: OracleResult) -> None:
     assert got.loyalty == expected.loyalty
 
 
-def state_cache_counts(port: int) -> dict[tuple[str, str, str], float]:
-    """The worker's state-cache counters: (sample, processor, result) -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return defaultdict(
-        float,
-        {
-            (s.name, s.labels["processor"], s.labels.get("result", "")): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name.startswith("siyu_state_cache_") and s.name.endswith("_total")
-        },
-    )
-
-
 def test_topology_equals_the_batch_oracle(
     penv: PipelineEnv, scenario: Scenario, tmp_path: Path
 ) -> None:
@@ -97,11 +86,13 @@ def test_topology_equals_the_batch_oracle(
     with running_worker(penv, log, **env) as worker:
         send_paced(penv, scenario.arrival)
         assert worker.proc.poll() is None, "the stall watchdog stopped a healthy worker"
-        cache = state_cache_counts(worker.port)
+        samples = scrape(worker.port)
     assert_equals_oracle(penv, expected)
+    evictions = by(samples, "siyu_state_cache_evictions_total", "processor")
+    misses = by(samples, "siyu_state_cache_lookups_total", "processor", "result")
     for processor in ("user", "share", "sharer"):
-        assert cache[("siyu_state_cache_evictions_total", processor, "")] > 0, cache
-        assert cache[("siyu_state_cache_lookups_total", processor, "miss")] > 0, cache
+        assert evictions[(processor,)] > 0, evictions
+        assert misses[(processor, "miss")] > 0, misses
     sweeps = re.findall(r"swept (\d+) keys of state-\w+\[\d+\] in (\d+) chunk", log.read_text())
     assert any(int(chunks) > 1 for _, chunks in sweeps), "no sweep ran in several chunks"
 
