@@ -233,8 +233,8 @@ STATE_KEYS = Gauge(
 )
 STATE_CACHE_LOOKUPS = Counter(
     "siyu_state_cache_lookups_total",
-    "Keys whose parsed state a batch needed, by whether the worker's state cache had it "
-    "(miss: parsed from the table).",
+    "Keys a batch stepped messages on, by whether the worker's state cache had their parsed "
+    "state (miss: parsed from the table); sweeps are not counted.",
     ["processor", "result"],
     registry=REGISTRY,
 )
@@ -453,7 +453,8 @@ def record_flush_done() -> None:
 
 
 def record_state_cache(processor: str, lookups: int, misses: int, evicted: int) -> None:
-    """Count one batch's use of a processor's state cache."""
+    """Count one batch's use of a processor's state cache: ``lookups`` keys stepped, of which
+    ``misses`` were parsed from the table, and ``evicted`` states dropped for room."""
     if misses:
         STATE_CACHE_LOOKUPS.labels(processor, "miss").inc(misses)
     if lookups > misses:

@@ -613,11 +613,10 @@ class _KeyBatch:
         self.cache = cache
         self.states: dict[bytes, Any] = {}
         self.applied: dict[bytes, list[tuple[Addressed, int]]] = defaultdict(list)
-        #: Keys only expired, with nothing but their watermark changed: nothing to write.
+        #: Keys expired with nothing but their watermark changed: nothing to write.
         self.quiet: set[bytes] = set()
         #: Keys whose state was parsed from the table by this batch (not in the cache).
         self.loaded: set[bytes] = set()
-        self.cache_misses = 0
 
     def _stored(self, key: bytes) -> Any:
         raw = self.table.get(key)  # within _apply_partition's in_partition
@@ -630,7 +629,6 @@ class _KeyBatch:
         # the cache entry is replaced at commit.
         state = self.cache.take(key)
         if state is MISSING:
-            self.cache_misses += 1
             self.loaded.add(key)
             state = self._stored(key)
         self.states[key] = state
@@ -658,10 +656,8 @@ class _KeyBatch:
             return StepResult(None, [], [])
         result = self.processor.expire(state, watermark)
         self.states[key] = result.state
-        if not result.changed and result.state is not None and key not in self.applied:
+        if not result.changed and result.state is not None:
             self.quiet.add(key)
-        else:
-            self.quiet.discard(key)
         return result
 
     def write_back(self, writes: TableWrites) -> None:
@@ -687,9 +683,11 @@ class _KeyBatch:
             raw = orjson.dumps(self.processor.state_to_dict(state))
             if not swept_only or raw != self.table.get(key):
                 writes.set(self.table, self.event, key, raw)
-        evicted = cache.trim()
+        # Lookups of the keys messages were stepped on: a sweep reads every key of the
+        # partition, cached or not, and would drown what the cache's hit rate says.
+        misses = sum(1 for key in self.applied if key in self.loaded)
         metrics.record_state_cache(
-            self.processor.name.value, len(self.states), self.cache_misses, evicted
+            self.processor.name.value, len(self.applied), misses, cache.trim()
         )
 
 
