@@ -173,6 +173,8 @@ def latency_run(
         "poll_period_ms": 1000 * poll,
         "mean_query_ms": 1000 * poller.query_seconds / max(1, poller.polls),
         "worker_cpu_percent": 100 * (cpu1 - cpu0) / send_seconds,
+        # Live traffic's cost, which sizing plans with: smaller batches than a backlog's.
+        "worker_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / max(1, sent),
     }
 
 

@@ -114,6 +114,7 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
         _row("poll period (resolution), ms", s["poll_period_ms"]),
         _row("mean poll query, ms", s["mean_query_ms"], 1),
         _row("worker CPU used, % of one core", s["worker_cpu_percent"]),
+        _row("worker CPU, µs per event (live traffic)", s["worker_cpu_us_per_event"]),
     ]  # fmt: skip
 
 

@@ -141,6 +141,19 @@ class Settings(BaseSettings):
     processor_batch: int = Field(
         default=200, ge=1, description="Most messages a state agent takes per batch."
     )
+    ingest_window_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Longest the ingest agent collects messages before it handles them as a "
+        "batch, seconds. Under live traffic a batch closes on this timer, not on its size: "
+        "a longer window costs less CPU per event and adds up to this much latency.",
+    )
+    processor_window_s: float = Field(
+        default=0.3,
+        gt=0,
+        description="Longest a state agent collects messages before it handles them as a "
+        "batch, seconds (the same trade as SIYU_INGEST_WINDOW_S, paid at each hop).",
+    )
 
     session_timeout_s: float = Field(
         default=10.0,

@@ -230,7 +230,7 @@ class Topology:
             )
 
     async def _ingest_agent(self, stream: Any) -> None:
-        async for batch in stream.take_events(self.s.ingest_batch, within=0.2):
+        async for batch in stream.take_events(self.s.ingest_batch, within=self.s.ingest_window_s):
             await run_to_completion(self._ingest_batch(batch))
 
     async def _ingest_batch(self, batch: Sequence[Any]) -> None:
@@ -306,7 +306,9 @@ class Topology:
 
     def _state_agent(self, name: ProcessorName) -> Any:
         async def agent(stream: Any) -> None:
-            async for batch in stream.take_events(self.s.processor_batch, within=0.1):
+            async for batch in stream.take_events(
+                self.s.processor_batch, within=self.s.processor_window_s
+            ):
                 await run_to_completion(self._state_batch(name, batch))
 
         return agent
