@@ -7,12 +7,18 @@ ClickHouse has not accepted. Two kinds of failure are told apart:
   wait with capped exponential backoff and try again, for as long as it takes;
 * ClickHouse refuses the data itself (a value it cannot store): the batch is split in
   halves until the refused rows are found; they go to ``dead_letters`` with reason
-  ``sink_rejected`` and the rest is inserted. One bad row never blocks the others.
+  ``sink_rejected`` and the rest is inserted. One bad row never blocks the others. A value
+  the client cannot even encode (a string in an integer column, say) counts as refused too.
+
+A refused row's dead letter is keyed by a hash of the row (as ``source_offset``): the
+row's own Kafka offset does not survive the sink's batching, and ``dead_letters`` keeps one
+row per key, so distinct refused rows stay distinct and a replayed one replaces itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import struct
@@ -48,7 +54,19 @@ DATA_ERROR_CODES = frozenset(
         407,  # parse/convert/type/overflow/size
     }
 )
-_CLIENT_DATA_ERRORS = (TypeError, ValueError, OverflowError, struct.error, UnicodeError)
+#: What clickhouse-driver raises while encoding a value of the wrong type or out of range, by
+#: column type: Int (TypeMismatchError), Decimal (decimal.InvalidOperation, an
+#: ArithmeticError), String ('int' object has no attribute 'encode'), DateTime ('str' object
+#: has no attribute 'tzinfo'). None of them is the server's answer, and retrying cannot help.
+_CLIENT_DATA_ERRORS = (
+    ch_errors.TypeMismatchError,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    AttributeError,
+    struct.error,
+    UnicodeError,
+)
 
 
 class ClickHouseWriter:
@@ -157,16 +175,17 @@ class ClickHouseWriter:
                 raise RuntimeError(f"dead_letters row refused by ClickHouse: {_one_line(err)}")
             now = int(time.time())
             record = dict(zip(columns, rows[0], strict=True))
+            payload = orjson.dumps(record, default=str)
             letter = [
                 f"siyu-sink:{table}",
                 0,
-                0,
+                int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big"),
                 -1,
                 now,
                 str(record.get("brand_id", "")),
                 "sink_rejected",
                 _one_line(err)[:2000],
-                orjson.dumps(record, default=str),
+                payload,
                 now,
             ]
             log.error("ClickHouse refused a row of %s, dead-lettered: %s", table, _one_line(err))

@@ -1,0 +1,108 @@
+"""Rows the ClickHouse client cannot encode are dead-lettered one by one; their neighbours
+land and the sink goes on.
+
+Every row on the rows topic comes from siyu's own agents, so a wrongly typed value means a
+bug or a foreign producer. Either way it must not stop the sink: retried forever, it would
+hold back every row behind it; raised, it would end the sink's consumer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+
+from pipeline.events import decode_message
+from pipeline.sink.clickhouse import client_from_url
+from pipeline.sink.rows import EVENTS, RowBatch, event_row
+from tests.integration.pipeline_env import PipelineEnv, running_worker, wait_for
+from tests.unit.test_events import purchase
+
+_COLUMN = {name: i for i, name in enumerate(EVENTS.columns)}
+
+
+def _row(event_id: str, offset: int, **bad: Any) -> list[Any]:
+    decoded = decode_message(orjson.dumps(purchase(event_id=event_id, user_id="u-sink")))
+    row = event_row(decoded.events[0], 0, offset, 1_790_000_000)
+    for column, value in bad.items():
+        row[_COLUMN[column]] = value
+    return row
+
+
+def _produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for m in messages:
+        producer.send(topic, m)
+    producer.flush()
+    producer.close()
+
+
+def _query(penv: PipelineEnv, sql: str) -> list[Any]:
+    client = client_from_url(penv.settings().clickhouse_url)
+    try:
+        return list(client.execute(sql))
+    finally:
+        client.disconnect()
+
+
+def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
+    penv: PipelineEnv, tmp_path: Path
+) -> None:
+    s = penv.settings()
+    good = [_row(f"sink-good-{i}", 100 + i) for i in range(5)]
+    bad = {
+        # Each kind of value the driver refuses with a different exception.
+        "sink-bad-int": _row("sink-bad-int", 200, kafka_offset="not a number"),
+        "sink-bad-decimal": _row("sink-bad-decimal", 201, amount="a lot"),
+        "sink-bad-string": _row("sink-bad-string", 202, channel=12345),
+        "sink-bad-time": _row("sink-bad-time", 203, occurred_at="yesterday"),
+    }
+    rows = [good[0], bad["sink-bad-int"], good[1], bad["sink-bad-decimal"], good[2]]
+    rows += [bad["sink-bad-string"], good[3], bad["sink-bad-time"], good[4]]
+    batch = RowBatch(EVENTS.name, EVENTS.columns, rows).encode_chunks(1000)
+
+    with running_worker(penv, tmp_path / "worker.log") as worker:
+        _produce(s.kafka_bootstrap, s.topic_rows, batch)
+        refused = wait_for(
+            lambda: (
+                r := _query(
+                    penv,
+                    "SELECT toString(reason), detail, payload FROM dead_letters FINAL "
+                    "WHERE source_topic = 'siyu-sink:events'",
+                )
+            )
+            and len(r) >= len(bad)
+            and r,
+            90,
+            f"{len(bad)} refused rows dead-lettered",
+        )
+        by_id = {
+            orjson.loads(payload)["event_id"]: (reason, detail)
+            for reason, detail, payload in refused
+        }
+        assert set(by_id) == set(bad)
+        assert {reason for reason, _ in by_id.values()} == {"sink_rejected"}
+        assert all(detail.strip() for _, detail in by_id.values())
+        # The dead letter keeps the row as it was sent, column by column.
+        original = dict(zip(EVENTS.columns, bad["sink-bad-int"], strict=True))
+        payload = next(p for _, _, p in refused if "sink-bad-int" in p)
+        assert orjson.loads(payload) == original
+
+        landed = _query(penv, "SELECT event_id FROM events FINAL WHERE user_id = 'u-sink'")
+        assert sorted(e for (e,) in landed) == sorted(f"sink-good-{i}" for i in range(5))
+
+        # The sink is still consuming: a later row lands too.
+        _produce(
+            s.kafka_bootstrap,
+            s.topic_rows,
+            RowBatch(EVENTS.name, EVENTS.columns, [_row("sink-later", 300)]).encode_chunks(1000),
+        )
+        wait_for(
+            lambda: _query(penv, "SELECT count() FROM events FINAL WHERE event_id = 'sink-later'")
+            == [(1,)],
+            60,
+            "a row sent after the refused ones",
+        )
+        assert worker.proc.poll() is None
