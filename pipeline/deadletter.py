@@ -63,19 +63,21 @@ def dead_letter_headers(reject: Reject, source: Source) -> list[tuple[str, bytes
     ]
 
 
-def dead_letter_row(payload: bytes, headers: Sequence[tuple[str, bytes]], now: int) -> Row:
+def dead_letter_row(payload: bytes, headers: Sequence[tuple[str, bytes | None]], now: int) -> Row:
     """The ``dead_letters`` row of a dead-letter message (columns of ``DEAD_LETTERS``).
 
     Missing headers (a message somebody else put on the topic) give empty values rather than
-    losing the message.
+    losing the message. So do headers without a value, and numbers out of their column's
+    range are clamped to it: ClickHouse must take every dead-letters row, since a refused one
+    has no further place to go and would stop the sink.
     """
-    h = {k: v.decode("utf-8", "replace") for k, v in headers}
-    ts_ms = _int(h.get(H_TIMESTAMP), now * 1000)
+    h = {k: (v or b"").decode("utf-8", "replace") for k, v in headers}
+    ts_ms = _int(h.get(H_TIMESTAMP), now * 1000, 0, _UINT32 * 1000)
     return [
         h.get(H_TOPIC, ""),
-        _int(h.get(H_PARTITION), 0),
-        _int(h.get(H_OFFSET), 0),
-        _int(h.get(H_INDEX), -1),
+        _int(h.get(H_PARTITION), 0, 0, _UINT32),
+        _int(h.get(H_OFFSET), 0, 0, 2**64 - 1),
+        _int(h.get(H_INDEX), -1, -(2**31), 2**31 - 1),
         ts_ms // 1000,
         h.get(H_BRAND, ""),
         h.get(H_REASON, "unknown"),
@@ -85,8 +87,13 @@ def dead_letter_row(payload: bytes, headers: Sequence[tuple[str, bytes]], now: i
     ]
 
 
-def _int(text: str | None, default: int) -> int:
+#: The largest UInt32 (and DateTime, in seconds).
+_UINT32 = 2**32 - 1
+
+
+def _int(text: str | None, default: int, lo: int, hi: int) -> int:
     try:
-        return int(text) if text is not None else default
+        value = int(text) if text is not None else default
     except ValueError:
-        return default
+        value = default
+    return min(max(value, lo), hi)

@@ -8,12 +8,23 @@ hold back every row behind it; raised, it would end the sink's consumer.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from kafka import KafkaProducer
 
+from pipeline.deadletter import (
+    H_DETAIL,
+    H_INDEX,
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_TIMESTAMP,
+    H_TOPIC,
+)
 from pipeline.events import decode_message
 from pipeline.sink.clickhouse import client_from_url
 from pipeline.sink.rows import EVENTS, RowBatch, event_row
@@ -37,6 +48,18 @@ def _produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
         producer.send(topic, m)
     producer.flush()
     producer.close()
+
+
+async def _produce_null_header(
+    bootstrap: str, topic: str, headers: list[tuple[str, bytes | None]]
+) -> None:
+    # kafka-python refuses a header without a value; the protocol and aiokafka allow it.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"odd-letter", headers=headers)
+    finally:
+        await producer.stop()
 
 
 def _query(penv: PipelineEnv, sql: str) -> list[Any]:
@@ -104,5 +127,48 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
             == [(1,)],
             60,
             "a row sent after the refused ones",
+        )
+        assert worker.proc.poll() is None
+
+
+def test_foreign_dead_letters_with_odd_headers_land_and_the_sink_goes_on(
+    penv: PipelineEnv, tmp_path: Path
+) -> None:
+    """Somebody else's message on the dead-letter topic: a header without a value, and numbers
+    no column can hold. Its row must still be insertable; a dead_letters row ClickHouse
+    refused would have nowhere to go and stop the sink."""
+    s = penv.settings()
+    odd: list[tuple[str, bytes | None]] = [
+        (H_REASON, b"foreign"),
+        (H_DETAIL, None),
+        (H_TOPIC, b"elsewhere"),
+        (H_PARTITION, b"-3"),
+        (H_OFFSET, str(2**70).encode()),
+        (H_INDEX, str(2**40).encode()),
+        (H_TIMESTAMP, str(10**17).encode()),
+    ]
+    with running_worker(penv, tmp_path / "worker.log") as worker:
+        asyncio.run(_produce_null_header(s.kafka_bootstrap, s.topic_dead_letters, odd))
+        [row] = wait_for(
+            lambda: _query(
+                penv,
+                "SELECT source_partition, source_offset, element_index, toString(reason), "
+                "detail FROM dead_letters FINAL WHERE payload = 'odd-letter'",
+            ),
+            60,
+            "the foreign dead letter in ClickHouse",
+        )
+        assert row == (0, 2**64 - 1, 2**31 - 1, "foreign", "")
+
+        # The sink is still consuming: a later row lands too.
+        later = RowBatch(EVENTS.name, EVENTS.columns, [_row("sink-after-odd", 400)])
+        _produce(s.kafka_bootstrap, s.topic_rows, later.encode_chunks(1000))
+        wait_for(
+            lambda: _query(
+                penv, "SELECT count() FROM events FINAL WHERE event_id = 'sink-after-odd'"
+            )
+            == [(1,)],
+            60,
+            "a row sent after the foreign dead letter",
         )
         assert worker.proc.poll() is None
