@@ -52,6 +52,17 @@ def by(samples: Samples, name: str, *labels: str) -> Counter[tuple[str, ...]]:
     return out
 
 
+def produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
+    """Send ``messages`` to ``topic`` and wait until the broker has them all."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for m in messages:
+        producer.send(topic, m)
+    producer.flush()
+    producer.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

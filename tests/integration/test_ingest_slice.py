@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
 from pipeline.deadletter import H_INDEX, H_REASON
 from pipeline.sink.clickhouse import client_from_url
-from tests.integration.pipeline_env import PipelineEnv, running_worker, wait_for
+from tests.integration.pipeline_env import PipelineEnv, produce, running_worker, wait_for
 from tests.unit.test_events import purchase
 
 
@@ -51,14 +51,6 @@ def _input() -> tuple[list[bytes], set[str], list[tuple[bytes, str]]]:
     return msgs, ids, bad
 
 
-def _send(bootstrap: str, topic: str, msgs: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    for m in msgs:
-        producer.send(topic, m)
-    producer.flush()
-    producer.close()
-
-
 def _dead_letters(bootstrap: str, topic: str, expect: int) -> list[Any]:
     consumer = KafkaConsumer(
         topic,
@@ -90,7 +82,7 @@ def test_valid_events_land_once_and_invalid_ones_are_dead_lettered(
     msgs, ids, bad = _input()
     s = penv.settings()
     with running_worker(penv, tmp_path / "worker.log"):
-        _send(s.kafka_bootstrap, s.topic_events, msgs)
+        produce(s.kafka_bootstrap, s.topic_events, msgs)
         landed = wait_for(
             lambda: (r := _ids_in_clickhouse(penv)) and len(r) >= len(ids) and r,
             90,
@@ -106,7 +98,7 @@ def test_valid_events_land_once_and_invalid_ones_are_dead_lettered(
         assert orjson.loads(element.value)["event_id"] == "bad4"
 
         # The same input again (a producer retry, a replay by the brand): nothing new.
-        _send(s.kafka_bootstrap, s.topic_events, msgs)
+        produce(s.kafka_bootstrap, s.topic_events, msgs)
         _wait_caught_up(penv, s.app_id, s.app_id + "-sink")
         assert _ids_in_clickhouse(penv) == landed
 

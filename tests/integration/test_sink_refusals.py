@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from kafka import KafkaProducer
 
 from pipeline.deadletter import (
     H_DETAIL,
@@ -28,7 +27,7 @@ from pipeline.deadletter import (
 from pipeline.events import decode_message
 from pipeline.sink.clickhouse import client_from_url
 from pipeline.sink.rows import EVENTS, RowBatch, event_row
-from tests.integration.pipeline_env import PipelineEnv, running_worker, wait_for
+from tests.integration.pipeline_env import PipelineEnv, produce, running_worker, wait_for
 from tests.unit.test_events import purchase
 
 _COLUMN = {name: i for i, name in enumerate(EVENTS.columns)}
@@ -40,14 +39,6 @@ def _row(event_id: str, offset: int, **bad: Any) -> list[Any]:
     for column, value in bad.items():
         row[_COLUMN[column]] = value
     return row
-
-
-def _produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    for m in messages:
-        producer.send(topic, m)
-    producer.flush()
-    producer.close()
 
 
 async def _produce_null_header(
@@ -87,7 +78,7 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
     batch = RowBatch(EVENTS.name, EVENTS.columns, rows).encode_chunks(1000)
 
     with running_worker(penv, tmp_path / "worker.log") as worker:
-        _produce(s.kafka_bootstrap, s.topic_rows, batch)
+        produce(s.kafka_bootstrap, s.topic_rows, batch)
         refused = wait_for(
             lambda: (
                 r := _query(
@@ -117,11 +108,8 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
         assert sorted(e for (e,) in landed) == sorted(f"sink-good-{i}" for i in range(5))
 
         # The sink is still consuming: a later row lands too.
-        _produce(
-            s.kafka_bootstrap,
-            s.topic_rows,
-            RowBatch(EVENTS.name, EVENTS.columns, [_row("sink-later", 300)]).encode_chunks(1000),
-        )
+        later = RowBatch(EVENTS.name, EVENTS.columns, [_row("sink-later", 300)])
+        produce(s.kafka_bootstrap, s.topic_rows, later.encode_chunks(1000))
         wait_for(
             lambda: _query(penv, "SELECT count() FROM events FINAL WHERE event_id = 'sink-later'")
             == [(1,)],
@@ -162,7 +150,7 @@ def test_foreign_dead_letters_with_odd_headers_land_and_the_sink_goes_on(
 
         # The sink is still consuming: a later row lands too.
         later = RowBatch(EVENTS.name, EVENTS.columns, [_row("sink-after-odd", 400)])
-        _produce(s.kafka_bootstrap, s.topic_rows, later.encode_chunks(1000))
+        produce(s.kafka_bootstrap, s.topic_rows, later.encode_chunks(1000))
         wait_for(
             lambda: _query(
                 penv, "SELECT count() FROM events FINAL WHERE event_id = 'sink-after-odd'"
