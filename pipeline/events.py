@@ -139,6 +139,7 @@ class RejectReason(StrEnum):
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     SCHEMA_VIOLATION = "schema_violation"
     ENVELOPE_TOO_LARGE = "envelope_too_large"
+    OCCURRED_IN_FUTURE = "occurred_in_future"
     PROCESSING_ERROR = "processing_error"
 
 
@@ -176,9 +177,12 @@ def _describe(err: ValidationError) -> str:
 
 
 def validate_event(
-    obj: Any, payload: bytes, index: int | None = None
+    obj: Any, payload: bytes, index: int | None = None, latest: dt.datetime | None = None
 ) -> ClickEvent | ShareEvent | PurchaseEvent | Reject:
-    """Validate one decoded JSON value as an event, or say precisely why not."""
+    """Validate one decoded JSON value as an event, or say precisely why not.
+
+    ``latest``: the latest ``occurred_at`` accepted (see :func:`not_after`); None: any.
+    """
     if not isinstance(obj, dict):
         return Reject(
             RejectReason.NOT_AN_OBJECT,
@@ -187,7 +191,7 @@ def validate_event(
             index,
         )
     try:
-        return _event_adapter.validate_python(obj)
+        event = _event_adapter.validate_python(obj)
     except ValidationError as err:
         etype = obj.get("type")
         if etype not in ("click", "share", "purchase"):
@@ -205,11 +209,45 @@ def validate_event(
                 index,
             )
         return Reject(RejectReason.SCHEMA_VIOLATION, _describe(err), payload, index)
+    return _in_time(event, payload, index, latest)
 
 
-def decode_message(raw: bytes) -> Decoded:
+def not_after(sent_at_s: float | None, max_ahead_s: float) -> dt.datetime | None:
+    """The latest event time accepted in input sent at ``sent_at_s`` (POSIX seconds; None or
+    <= 0: unknown, no bound).
+
+    An event that happened after it was sent is a clock running ahead: a device set to the
+    wrong time, local time labelled UTC. Accepted, it would move the watermark ahead by as
+    much, and every correct event would look that much later. ``max_ahead_s`` tolerates
+    clocks that are a little off. The send time is the Kafka message's timestamp or the
+    collector's receive time, both stored with the input, so a replay decides the same.
+    """
+    if sent_at_s is None or sent_at_s <= 0:
+        return None
+    return dt.datetime.fromtimestamp(sent_at_s + max_ahead_s, dt.UTC)
+
+
+def _in_time(
+    event: ClickEvent | ShareEvent | PurchaseEvent,
+    payload: bytes,
+    index: int | None,
+    latest: dt.datetime | None,
+) -> ClickEvent | ShareEvent | PurchaseEvent | Reject:
+    if latest is None or event.occurred_at <= latest:
+        return event
+    return Reject(
+        RejectReason.OCCURRED_IN_FUTURE,
+        f"occurred_at {event.occurred_at.isoformat()} is after {latest.isoformat()}, the "
+        "time it was sent plus the tolerated clock skew: check the sender's clock",
+        payload,
+        index,
+    )
+
+
+def decode_message(raw: bytes, latest: dt.datetime | None = None) -> Decoded:
     """Decode one Kafka message or HTTP body: one event or an envelope of events.
 
+    ``latest``: the latest ``occurred_at`` accepted (:func:`not_after`); None: any.
     Never raises for bad input: every problem becomes a :class:`Reject`.
     """
     try:
@@ -248,9 +286,12 @@ def decode_message(raw: bytes) -> Decoded:
             except ValidationError:
                 rejects.append(_as_reject(validate_event(item, orjson.dumps(item), i)))
                 continue
+            if latest is not None and ev.occurred_at > latest:
+                rejects.append(_as_reject(_in_time(ev, orjson.dumps(item), i, latest)))
+                continue
             events.append(ev)
         return Decoded(events, rejects)
-    result = validate_event(obj, raw)
+    result = validate_event(obj, raw, None, latest)
     if isinstance(result, Reject):
         return Decoded([], [result])
     return Decoded([result], [])

@@ -19,6 +19,7 @@ from pipeline.events import (
     RejectReason,
     ShareEvent,
     decode_message,
+    not_after,
 )
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,22 @@ class IngestResult:
 
 
 def ingest_message(
-    result: IngestResult, key: bytes | None, value: bytes | None, source: Source
+    result: IngestResult,
+    key: bytes | None,
+    value: bytes | None,
+    source: Source,
+    max_ahead_s: float | None = None,
 ) -> None:
-    """Decode one message into ``result``; never raises for bad input."""
+    """Decode one message into ``result``; never raises for bad input.
+
+    With ``max_ahead_s``, an event whose ``occurred_at`` is more than that after the
+    message's Kafka timestamp is rejected (``occurred_in_future``, see
+    :func:`pipeline.events.not_after`).
+    """
     raw = value or b""
+    latest = None if max_ahead_s is None else not_after(source.timestamp_ms / 1000, max_ahead_s)
     try:
-        decoded = decode_message(raw)
+        decoded = decode_message(raw, latest)
     except Exception as err:  # a bug must not stop the stream; keep the bytes and say why
         log.exception("ingest failed on %s[%d]@%d", source.topic, source.partition, source.offset)
         result.reject(key, Reject(RejectReason.PROCESSING_ERROR, repr(err), raw), source)

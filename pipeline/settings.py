@@ -232,6 +232,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Events older than the watermark minus this are too late for attribution.",
     )
+    max_event_ahead_s: int = Field(
+        default=900,
+        ge=0,
+        description="Most seconds an event's occurred_at may be after it was sent (its Kafka "
+        "message's timestamp; the collector's receive time). Later events are dead-lettered "
+        "as occurred_in_future: a sender's clock running ahead would otherwise push the "
+        "watermark ahead and make everyone's correct events look late.",
+    )
     koc_min_buyers: int = Field(
         default=2, ge=1, description="Distinct other buyers a user's shares must bring (KOC N)."
     )

@@ -241,7 +241,9 @@ class Topology:
         for event in batch:
             if done.replayed(event):
                 continue
-            ingest_message(result, event.message.key, event.value, _source(event))
+            ingest_message(
+                result, event.message.key, event.value, _source(event), self.s.max_event_ahead_s
+            )
             if len(result.accepted) - decoded >= _YIELD_EVERY:
                 decoded = len(result.accepted)
                 await asyncio.sleep(0)  # let heartbeats and fetches run

@@ -20,6 +20,7 @@ from pipeline.events import (
     PurchaseEvent,
     Reject,
     ShareEvent,
+    not_after,
     validate_event,
 )
 
@@ -44,12 +45,20 @@ class Intake:
     results: list[EventResult] = field(default_factory=list)
 
 
-def take_in(raw: bytes, brand: str, received_at: dt.datetime, max_events: int) -> Intake | Refusal:
+def take_in(
+    raw: bytes,
+    brand: str,
+    received_at: dt.datetime,
+    max_events: int,
+    max_ahead_s: float | None = None,
+) -> Intake | Refusal:
     """Validate ``raw`` for a request authenticated as ``brand``.
 
     Accepted events get ``received_at`` (a client's own value is overwritten: the receive
     time is the collector's to say). An event naming another brand refuses the whole
     request with 403, so a key can never write, even partly, for a brand it does not own.
+    With ``max_ahead_s``, an event that occurred more than that after ``received_at`` is
+    rejected (``occurred_in_future``): the sender hears of its clock at once.
     """
     try:
         obj = orjson.loads(raw)
@@ -78,9 +87,10 @@ def take_in(raw: bytes, brand: str, received_at: dt.datetime, max_events: int) -
                 f"{brand!r}; nothing of this request was accepted",
             )
     intake = Intake()
+    latest = None if max_ahead_s is None else not_after(received_at.timestamp(), max_ahead_s)
     for i, item in enumerate(items):
         payload = raw if single else orjson.dumps(item)
-        result = validate_event(item, payload, None if single else i)
+        result = validate_event(item, payload, None if single else i, latest)
         event_id = _event_id(item)
         if isinstance(result, Reject):
             intake.rejects.append(result)

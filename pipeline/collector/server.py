@@ -150,7 +150,7 @@ class Collector:
                 return self._too_large(None)
             ticket.shrink(len(body))
             received_at = self.clock()
-            intake = take_in(body, brand, received_at, s.collector_max_events)
+            intake = take_in(body, brand, received_at, s.collector_max_events, s.max_event_ahead_s)
             if isinstance(intake, Refusal):
                 return _error(intake.status, intake.error, intake.message)
             request_id = secrets.randbits(63)

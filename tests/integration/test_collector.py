@@ -208,12 +208,13 @@ def test_a_batch_accepts_exactly_its_valid_events_and_dead_letters_the_rest(
     bad_type = _acme(tag, 101, type="refund")
     no_user = _acme(tag, 102)
     del no_user["user_id"]
-    body = {"events": [valid[0], bad_amount, *valid[1:4], bad_type, *valid[4:], no_user]}
+    ahead = _acme(tag, 103, occurred_at="2099-01-01T00:00:00Z")  # a sender's clock far ahead
+    body = {"events": [valid[0], bad_amount, *valid[1:4], bad_type, *valid[4:], no_user, ahead]}
     dead_before = len(read_topic(c.bootstrap, c.dead_topic))
 
     answer = c.send(body, c.key_acme)
     assert answer.status == 200, answer
-    assert (answer.body["accepted"], answer.body["rejected"]) == (7, 3)
+    assert (answer.body["accepted"], answer.body["rejected"]) == (7, 4)
     rejected = [
         (r["index"], r["event_id"], r["reason"])
         for r in answer.body["results"]
@@ -223,6 +224,7 @@ def test_a_batch_accepts_exactly_its_valid_events_and_dead_letters_the_rest(
         (1, f"{tag}-100", "schema_violation"),
         (5, f"{tag}-101", "unknown_type"),
         (9, f"{tag}-102", "schema_violation"),
+        (10, f"{tag}-103", "occurred_in_future"),
     ]
     assert "amount" in answer.body["results"][1]["detail"]
 
@@ -234,7 +236,7 @@ def test_a_batch_accepts_exactly_its_valid_events_and_dead_letters_the_rest(
     assert sorted(e["event_id"] for e in landed) == sorted(e["event_id"] for e in valid)
     assert {e["received_at"].replace("+00:00", "Z") for e in landed} == {answer.body["received_at"]}
 
-    # The three rejects are dead letters with their own bytes, the reason and the request.
+    # The four rejects are dead letters with their own bytes, the reason and the request.
     letters = read_topic(c.bootstrap, c.dead_topic)[dead_before:]
     got = sorted(
         (
@@ -248,6 +250,7 @@ def test_a_batch_accepts_exactly_its_valid_events_and_dead_letters_the_rest(
         (f"{tag}-100", "schema_violation", 1),
         (f"{tag}-101", "unknown_type", 5),
         (f"{tag}-102", "schema_violation", 9),
+        (f"{tag}-103", "occurred_in_future", 10),
     ]
     for m in letters:
         h = dict(m.headers)

@@ -42,6 +42,11 @@ def _input() -> tuple[list[bytes], set[str], list[tuple[bytes, str]]]:
         (orjson.dumps(purchase(event_id="bad2", schema_version=9)), "unsupported_schema_version"),
         (orjson.dumps(purchase(event_id="bad3", type="like")), "unknown_type"),
         (b'"just a string"', "not_an_object"),
+        # A sender's clock years ahead: it would drag the watermark with it.
+        (
+            orjson.dumps(purchase(event_id="bad5", occurred_at="2099-01-01T00:00:00Z")),
+            "occurred_in_future",
+        ),
     ]
     msgs += [p for p, _ in bad]
     bad_element = purchase(event_id="bad4", amount="-3")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from pipeline.events import (
     decode_message,
     encode_envelope,
     encode_event,
+    not_after,
 )
 
 
@@ -120,3 +122,36 @@ def test_encode_round_trips_single_and_envelope() -> None:
     events = decode_message(orjson.dumps({"events": [purchase(), purchase(event_id="e2")]})).events
     assert decode_message(encode_event(events[0])).events == [events[0]]
     assert decode_message(encode_envelope(events)).events == events
+
+
+#: When :func:`purchase`'s event occurred (10:00 at +08:00).
+SENT = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+
+
+def test_an_event_later_than_its_send_time_plus_the_skew_is_rejected() -> None:
+    latest = not_after(SENT.timestamp() - 900, 900)  # sent at 01:45Z, 15 minutes of skew
+    on_time = purchase(event_id="on-time")  # exactly at the bound
+    ahead = purchase(event_id="ahead", occurred_at="2026-11-23T10:00:01+08:00")
+    raw = orjson.dumps({"events": [on_time, ahead]})
+    got = decode_message(raw, latest)
+    assert [e.event_id for e in got.events] == ["on-time"]
+    [rej] = got.rejects
+    assert (rej.reason, rej.index) == (RejectReason.OCCURRED_IN_FUTURE, 1)
+    assert orjson.loads(rej.payload) == ahead
+    # The sender's own value, and the bound it broke.
+    assert rej.detail.startswith("occurred_at 2026-11-23T10:00:01+08:00 is after 2026-11-23T02:00")
+    assert "sender's clock" in rej.detail
+
+    single = orjson.dumps(ahead)
+    [whole] = decode_message(single, latest).rejects
+    assert (whole.reason, whole.payload, whole.index) == (
+        RejectReason.OCCURRED_IN_FUTURE,
+        single,
+        None,
+    )
+    assert decode_message(raw).rejects == []  # no bound given: nothing is too late
+
+
+@pytest.mark.parametrize("sent_at", [None, 0, -1.0])
+def test_an_unknown_send_time_bounds_nothing(sent_at: float | None) -> None:
+    assert not_after(sent_at, 900) is None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline import ingest as ingest_mod
 from pipeline.deadletter import (
@@ -121,3 +125,30 @@ def test_one_oversized_row_still_gets_a_message_of_its_own() -> None:
     batch = RowBatch(EVENTS.name, ("brand_id", "event_id", "properties"), rows)
     chunks = batch.encode_chunks(max_rows=10, max_bytes=1000)
     assert [len(RowBatch.decode(c).rows) for c in chunks] == [1, 1]
+
+
+@given(
+    ahead_s=st.integers(min_value=-(10**7), max_value=10**7),
+    max_ahead_s=st.integers(min_value=0, max_value=10**5),
+)
+def test_an_event_is_accepted_exactly_when_it_is_not_too_far_after_its_message(
+    ahead_s: int, max_ahead_s: int
+) -> None:
+    sent = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
+    occurred = (sent + dt.timedelta(seconds=ahead_s)).isoformat()
+    source = Source("siyu.events", 0, 5, int(sent.timestamp() * 1000))
+    result = IngestResult()
+    ingest_message(result, None, orjson.dumps(purchase(occurred_at=occurred)), source, max_ahead_s)
+    if ahead_s <= max_ahead_s:
+        assert len(result.accepted) == 1 and not result.dead_letters
+    else:
+        [dl] = result.dead_letters
+        assert not result.accepted
+        assert dict(dl.headers)[H_REASON] == b"occurred_in_future"
+
+
+def test_a_message_without_a_timestamp_bounds_no_event() -> None:
+    result = IngestResult()
+    far = purchase(occurred_at="2099-01-01T00:00:00Z")
+    ingest_message(result, None, orjson.dumps(far), Source("siyu.events", 0, 5, 0), 900)
+    assert [e.event_id for e, _ in result.accepted] == ["e-1"]

@@ -113,3 +113,16 @@ def test_an_event_without_brand_is_rejected_not_refused() -> None:
 def test_empty_envelope_is_fine() -> None:
     got = _take({"events": []})
     assert isinstance(got, Intake) and got.results == []
+
+
+def test_an_event_from_a_clock_running_ahead_is_rejected_at_once() -> None:
+    soon = purchase(event_id="soon", occurred_at=(NOW + dt.timedelta(minutes=10)).isoformat())
+    later = purchase(event_id="later", occurred_at=(NOW + dt.timedelta(hours=8)).isoformat())
+    got = take_in(orjson.dumps({"events": [soon, later]}), "b", NOW, 1000, max_ahead_s=900)
+    assert isinstance(got, Intake)
+    assert [e.event_id for e in got.accepted] == ["soon"]
+    assert [(r.index, r.status, r.reason) for r in got.results] == [
+        (0, "accepted", None),
+        (1, "rejected", RejectReason.OCCURRED_IN_FUTURE),
+    ]
+    assert got.rejects[0].index == 1
