@@ -149,10 +149,12 @@ class Settings(BaseSettings):
         "a longer window costs less CPU per event and adds up to this much latency.",
     )
     processor_window_s: float = Field(
-        default=0.3,
+        default=0.1,
         gt=0,
         description="Longest a state agent collects messages before it handles them as a "
-        "batch, seconds (the same trade as SIYU_INGEST_WINDOW_S, paid at each hop).",
+        "batch, seconds. The same trade as SIYU_INGEST_WINDOW_S, paid at each hop of a "
+        "causal chain, so it also slows the end of a backlog: 0.3 s costs about 8% less CPU "
+        "per live event than 0.1 s, and drains a short backlog about 14% slower.",
     )
 
     session_timeout_s: float = Field(
