@@ -213,8 +213,8 @@ def validate_event(
 
 
 def not_after(sent_at_s: float | None, max_ahead_s: float) -> dt.datetime | None:
-    """The latest event time accepted in input sent at ``sent_at_s`` (POSIX seconds; None or
-    <= 0: unknown, no bound).
+    """The latest event time accepted in input sent at ``sent_at_s`` (POSIX seconds; None,
+    <= 0 or past what a datetime holds: unknown, no bound).
 
     An event that happened after it was sent is a clock running ahead: a device set to the
     wrong time, local time labelled UTC. Accepted, it would move the watermark ahead by as
@@ -224,7 +224,10 @@ def not_after(sent_at_s: float | None, max_ahead_s: float) -> dt.datetime | None
     """
     if sent_at_s is None or sent_at_s <= 0:
         return None
-    return dt.datetime.fromtimestamp(sent_at_s + max_ahead_s, dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp(sent_at_s + max_ahead_s, dt.UTC)
+    except (OverflowError, ValueError, OSError):  # a producer's timestamp beyond year 9999
+        return None
 
 
 def _in_time(

@@ -147,8 +147,10 @@ def test_an_event_is_accepted_exactly_when_it_is_not_too_far_after_its_message(
         assert dict(dl.headers)[H_REASON] == b"occurred_in_future"
 
 
-def test_a_message_without_a_timestamp_bounds_no_event() -> None:
+@pytest.mark.parametrize("timestamp_ms", [0, -1, 10**18])
+def test_a_message_without_a_usable_timestamp_bounds_no_event(timestamp_ms: int) -> None:
     result = IngestResult()
     far = purchase(occurred_at="2099-01-01T00:00:00Z")
-    ingest_message(result, None, orjson.dumps(far), Source("siyu.events", 0, 5, 0), 900)
+    source = Source("siyu.events", 0, 5, timestamp_ms)
+    ingest_message(result, None, orjson.dumps(far), source, 900)
     assert [e.event_id for e, _ in result.accepted] == ["e-1"]
