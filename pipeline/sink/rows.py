@@ -125,8 +125,18 @@ class RowBatch:
         spec = TABLES.get(table) if isinstance(table, str) else None
         if spec is None:
             raise ValueError(f"unknown sink table {table!r}")
-        if not isinstance(columns, list) or not set(columns) <= set(spec.columns):
-            raise ValueError(f"columns {columns!r} are not columns of {spec.name}")
+        # Named once each, all of the table: an insert naming a column twice, or none, is
+        # a query error that no retry cures, and would hold the sink on this message.
+        if (
+            not isinstance(columns, list)
+            or not columns
+            or not all(isinstance(c, str) for c in columns)
+            or len(set(columns)) != len(columns)
+            or not set(columns) <= set(spec.columns)
+        ):
+            raise ValueError(
+                f"columns {repr(columns)[:300]} are not distinct columns of {spec.name}"
+            )
         if not isinstance(rows, list) or any(
             not isinstance(r, list) or len(r) != len(columns) for r in rows
         ):

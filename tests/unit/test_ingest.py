@@ -103,6 +103,9 @@ def test_event_row_round_trips_through_a_row_batch() -> None:
         b'{"table": "system.users", "columns": [], "rows": []}',
         b'{"table": "events", "columns": ["nope"], "rows": []}',
         b'{"table": "events", "columns": ["brand_id"], "rows": [["a", "b"]]}',
+        b'{"table": "events", "columns": [["brand_id"]], "rows": [[1]]}',
+        b'{"table": "events", "columns": ["brand_id", "brand_id"], "rows": [["a", "b"]]}',
+        b'{"table": "events", "columns": [], "rows": [[]]}',
     ],
 )
 def test_row_batch_refuses_unknown_tables_columns_and_ragged_rows(raw: bytes) -> None:
