@@ -370,6 +370,8 @@ class Topology:
                     if v > progress.get(int(k), NO_WATERMARK):
                         progress[int(k)] = int(v)
                 items = envelope["m"]
+                if not isinstance(items, list):
+                    raise TypeError(f"messages must be a list, got {type(items).__name__}")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
                 self._dead_letter(out, event.value, None, _source(event), err)
                 continue

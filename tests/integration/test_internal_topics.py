@@ -1,0 +1,74 @@
+"""Garbage on a topic between the agents is dead-lettered; the worker and its agents go on.
+
+Only siyu writes the by-* topics, but a worker exits on any error its batch handling did
+not expect (crash-only), and would meet the same message after every restart: a foreign
+or corrupt message there must cost a dead letter, never the worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer
+
+from pipeline.deadletter import H_INDEX, H_REASON, H_TOPIC
+from pipeline.sink.clickhouse import client_from_url
+from tests.integration.pipeline_env import PipelineEnv, produce, running_worker, wait_for
+from tests.unit.test_events import purchase
+
+#: (message, the dead letters it makes: element index or None for the whole message)
+GARBAGE: list[tuple[bytes, list[int | None]]] = [
+    (b"{not json", [None]),
+    (b'{"wm": {}, "m": 5}', [None]),
+    (b'{"wm": [], "m": []}', [None]),
+    (b'{"wm": {}, "m": ["x", {"processor": "user"}]}', [0, 1]),
+]
+
+
+def test_garbage_on_a_state_topic_is_dead_lettered_and_the_agents_go_on(
+    penv: PipelineEnv, tmp_path: Path
+) -> None:
+    s = penv.settings()
+    with running_worker(penv, tmp_path / "worker.log") as worker:
+        produce(s.kafka_bootstrap, s.topic_by_user, [m for m, _ in GARBAGE])
+        consumer = KafkaConsumer(
+            s.topic_dead_letters,
+            bootstrap_servers=s.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=1000,
+        )
+        letters: list = []
+        expected = sum(len(idx) for _, idx in GARBAGE)
+        wait_for(
+            lambda: letters.extend(consumer) or len(letters) >= expected,
+            60,
+            f"{expected} dead letters",
+        )
+        consumer.close()
+        got = sorted(
+            (dict(m.headers)[H_TOPIC].decode(), int(dict(m.headers)[H_INDEX])) for m in letters
+        )
+        assert got == sorted(
+            (s.topic_by_user, -1 if i is None else i) for _, idx in GARBAGE for i in idx
+        )
+        assert {dict(m.headers)[H_REASON] for m in letters} == {b"processing_error"}
+        assert worker.proc.poll() is None
+
+        # The user agent still steps real events: a purchase reaches user_loyalty.
+        event = purchase(event_id="after-garbage", user_id="u-after-garbage")
+        produce(s.kafka_bootstrap, s.topic_events, [orjson.dumps(event)])
+        client = client_from_url(s.clickhouse_url)
+        try:
+            wait_for(
+                lambda: client.execute(
+                    "SELECT count() FROM user_loyalty WHERE user_id = %(u)s",
+                    {"u": "u-after-garbage"},
+                )[0][0]
+                > 0,
+                90,
+                "the purchase's user_loyalty row",
+            )
+        finally:
+            client.disconnect()
+        assert worker.proc.poll() is None
