@@ -366,15 +366,17 @@ class Topology:
             done_upto = event.message.offset
             try:
                 envelope = orjson.loads(event.value)
-                for k, v in envelope["wm"].items():
-                    if v > progress.get(int(k), NO_WATERMARK):
-                        progress[int(k)] = int(v)
+                marks = {int(k): int(v) for k, v in envelope["wm"].items()}
                 items = envelope["m"]
                 if not isinstance(items, list):
                     raise TypeError(f"messages must be a list, got {type(items).__name__}")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+                # Whole, or not at all: a dead-lettered envelope moves no watermark either.
                 self._dead_letter(out, event.value, None, _source(event), err)
                 continue
+            for k, v in marks.items():
+                if v > progress.get(k, NO_WATERMARK):
+                    progress[k] = v
             watermark = self.watermark(progress)
             steps += len(items)
             if steps >= _YIELD_EVERY:

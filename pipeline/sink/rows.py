@@ -125,8 +125,8 @@ class RowBatch:
         spec = TABLES.get(table) if isinstance(table, str) else None
         if spec is None:
             raise ValueError(f"unknown sink table {table!r}")
-        # Named once each, all of the table: an insert naming a column twice, or none, is
-        # a query error that no retry cures, and would hold the sink on this message.
+        # Each named once, each a column of the table: an insert naming a column twice, or
+        # none, is a query error that no retry cures, and would hold the sink on this message.
         if (
             not isinstance(columns, list)
             or not columns

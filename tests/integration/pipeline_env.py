@@ -52,13 +52,16 @@ def by(samples: Samples, name: str, *labels: str) -> Counter[tuple[str, ...]]:
     return out
 
 
-def produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
-    """Send ``messages`` to ``topic`` and wait until the broker has them all."""
+def produce(
+    bootstrap: str, topic: str, messages: list[bytes], partition: int | None = None
+) -> None:
+    """Send ``messages`` to ``topic`` (to ``partition``, or where the producer chooses) and
+    wait until the broker has them all."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for m in messages:
-        producer.send(topic, m)
+        producer.send(topic, m, partition=partition)
     producer.flush()
     producer.close()
 
