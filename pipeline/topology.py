@@ -682,15 +682,16 @@ class _KeyBatch:
                 cache.put(key, state)
             if swept_only and key in self.quiet:
                 # Only the watermark moved: the stored state, advanced to the same
-                # watermark, is this one, so there is nothing to write.
+                # watermark, is this one, so there is nothing to write. Any other key
+                # changed (``expire`` says so exactly), so it is written without comparing.
                 continue
             if state is None:
                 if self.table.get(key) is not None:
                     writes.set(self.table, self.event, key, None)
                 continue
-            raw = orjson.dumps(self.processor.state_to_dict(state))
-            if not swept_only or raw != self.table.get(key):
-                writes.set(self.table, self.event, key, raw)
+            writes.set(
+                self.table, self.event, key, orjson.dumps(self.processor.state_to_dict(state))
+            )
         # Lookups of the keys messages were stepped on: a sweep reads every key of the
         # partition, cached or not, and would drown what the cache's hit rate says.
         misses = sum(1 for key in self.applied if key in self.loaded)
