@@ -31,7 +31,7 @@ from bench import report
 from bench.backlog import SDK_BATCH, emit, scenario_events, users_of
 from bench.namespace import drained, exit_cleanly_on_sigterm, namespace, proc_stats, worker
 from bench.throughput import SINK_FLUSH_SECONDS
-from tests.integration.pipeline_env import wait_for
+from tests.integration.pipeline_env import REPO, wait_for
 
 #: (part, functions that put a sample in it), first match wins: a sample of the domain
 #: step inside a state batch is the domain's, the rest of that batch is the agent's own.
@@ -61,7 +61,7 @@ def _frame(raw: str) -> tuple[str, str]:
         return raw, ""
     path = m.group("file")
     if path.startswith("/"):
-        for marker in ("site-packages/", "/work/main/", "/lib/python3."):
+        for marker in ("site-packages/", f"{REPO}/", "/lib/python3."):
             if marker in path:
                 path = path.split(marker, 1)[1]
                 if marker == "/lib/python3.":

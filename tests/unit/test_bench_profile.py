@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.profile import OTHER, analyse
+from tests.integration.pipeline_env import REPO
 
 
 def test_a_sample_counts_for_the_first_part_on_its_stack(tmp_path: Path) -> None:
     # py-spy names files relative to their sys.path entry; absolute paths are cut alike.
     loop = "run_forever (asyncio/base_events.py:600)"
     batch = "Topology._state_batch (pipeline/topology.py:296)"
-    step = "_KeyBatch.step (/work/main/pipeline/topology.py:575)"
+    step = f"_KeyBatch.step ({REPO}/pipeline/topology.py:575)"  # wherever the checkout is
     user = "UserProcessor.step (pipeline/domain/users.py:253)"
     insert = "ClickHouseWriter._insert_sync (pipeline/sink/writer.py:83)"
     column = "String.write_items (/v/lib/python3.11/site-packages/clickhouse_driver/c.py:9)"
