@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -64,6 +64,25 @@ def produce(
         producer.send(topic, m, partition=partition)
     producer.flush()
     producer.close()
+
+
+def read_messages(bootstrap: str, topic: str, expect: int) -> list[Any]:
+    """At least ``expect`` messages of ``topic``, read from its beginning (waits for them)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=2000,
+        enable_auto_commit=False,
+    )
+    got: list[Any] = []
+    try:
+        wait_for(lambda: got.extend(consumer) or len(got) >= expect, 60, f"{expect} messages")
+    finally:
+        consumer.close()
+    return got
 
 
 def free_port() -> int:
@@ -118,6 +137,16 @@ class PipelineEnv:
     def settings(self, **extra: str) -> Settings:
         fields = {k.removeprefix("SIYU_").lower(): v for k, v in self.env(**extra).items()}
         return Settings(**fields)  # type: ignore[arg-type]
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """The rows of one query on the namespace's ClickHouse database."""
+        from pipeline.sink.clickhouse import client_from_url
+
+        client = client_from_url(self.settings().clickhouse_url)
+        try:
+            return list(client.execute(sql, params))
+        finally:
+            client.disconnect()
 
     def cleanup(self) -> None:
         """Drop what this namespace left on the stack: its database, its topics (and Faust's

@@ -10,8 +10,13 @@ import orjson
 from kafka import KafkaConsumer
 
 from pipeline.deadletter import H_INDEX, H_REASON
-from pipeline.sink.clickhouse import client_from_url
-from tests.integration.pipeline_env import PipelineEnv, produce, running_worker, wait_for
+from tests.integration.pipeline_env import (
+    PipelineEnv,
+    produce,
+    read_messages,
+    running_worker,
+    wait_for,
+)
 from tests.unit.test_events import purchase
 
 
@@ -56,28 +61,10 @@ def _input() -> tuple[list[bytes], set[str], list[tuple[bytes, str]]]:
     return msgs, ids, bad
 
 
-def _dead_letters(bootstrap: str, topic: str, expect: int) -> list[Any]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=2000,
-        enable_auto_commit=False,
-    )
-    got: list[Any] = []
-    wait_for(lambda: got.extend(consumer) or len(got) >= expect, 60, f"{expect} dead letters")
-    consumer.close()
-    return got
-
-
 def _ids_in_clickhouse(penv: PipelineEnv) -> list[tuple[str, int]]:
-    ch = client_from_url(penv.settings().clickhouse_url)
-    try:
-        rows = ch.execute(
-            "SELECT event_id, count() FROM events FINAL GROUP BY event_id ORDER BY event_id"
-        )
-    finally:
-        ch.disconnect()
+    rows = penv.query(
+        "SELECT event_id, count() FROM events FINAL GROUP BY event_id ORDER BY event_id"
+    )
     return [(str(a), int(b)) for a, b in rows]
 
 
@@ -96,7 +83,7 @@ def test_valid_events_land_once_and_invalid_ones_are_dead_lettered(
         assert {i for i, _ in landed} == ids
         assert all(n == 1 for _, n in landed)
 
-        letters = _dead_letters(s.kafka_bootstrap, s.topic_dead_letters, len(bad))
+        letters = read_messages(s.kafka_bootstrap, s.topic_dead_letters, len(bad))
         got = sorted((m.value, dict(m.headers)[H_REASON].decode()) for m in letters)
         assert got == sorted(bad)
         element = next(m for m in letters if dict(m.headers)[H_INDEX] == b"1")
@@ -120,14 +107,9 @@ def test_valid_events_land_once_and_invalid_ones_are_dead_lettered(
 
 
 def _dead_in_clickhouse(penv: PipelineEnv) -> list[tuple[str, int]]:
-    ch = client_from_url(penv.settings().clickhouse_url)
-    try:
-        rows = ch.execute(
-            "SELECT toString(reason), count() FROM dead_letters FINAL GROUP BY reason "
-            "ORDER BY reason"
-        )
-    finally:
-        ch.disconnect()
+    rows = penv.query(
+        "SELECT toString(reason), count() FROM dead_letters FINAL GROUP BY reason ORDER BY reason"
+    )
     return [(str(r), int(n)) for r, n in rows]
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-from kafka import KafkaConsumer
 
 from pipeline.deadletter import H_INDEX, H_REASON, H_TOPIC
-from pipeline.sink.clickhouse import client_from_url
 from pipeline.topology import partition_for
-from tests.integration.pipeline_env import PipelineEnv, produce, running_worker, wait_for
+from tests.integration.pipeline_env import (
+    PipelineEnv,
+    produce,
+    read_messages,
+    running_worker,
+    wait_for,
+)
 from tests.integration.test_topology import quiescent
 from tests.unit.test_events import purchase
 
@@ -47,20 +51,8 @@ def test_garbage_on_a_state_topic_is_dead_lettered_and_the_agents_go_on(
             [jump],
             partition_for("b", user, s.topic_partitions),
         )
-        consumer = KafkaConsumer(
-            s.topic_dead_letters,
-            bootstrap_servers=s.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            consumer_timeout_ms=1000,
-        )
-        letters: list = []
         expected = sum(len(idx) for _, idx in garbage)
-        wait_for(
-            lambda: letters.extend(consumer) or len(letters) >= expected,
-            60,
-            f"{expected} dead letters",
-        )
-        consumer.close()
+        letters = read_messages(s.kafka_bootstrap, s.topic_dead_letters, expected)
         got = sorted(
             (dict(m.headers)[H_TOPIC].decode(), int(dict(m.headers)[H_INDEX])) for m in letters
         )
@@ -73,22 +65,17 @@ def test_garbage_on_a_state_topic_is_dead_lettered_and_the_agents_go_on(
         # The user agent still steps real events: a purchase reaches user_loyalty.
         event = purchase(event_id="after-garbage", user_id=user)
         produce(s.kafka_bootstrap, s.topic_events, [orjson.dumps(event)])
-        client = client_from_url(s.clickhouse_url)
-        try:
-            wait_for(
-                lambda: client.execute(
-                    "SELECT count() FROM user_loyalty WHERE user_id = %(u)s",
-                    {"u": user},
-                )[0][0]
-                > 0,
-                90,
-                "the purchase's user_loyalty row",
-            )
-            wait_for(lambda: quiescent(penv), 90, "the pipeline to go quiet", interval=0.3)
-            late = client.execute(
-                "SELECT count() FROM late_events WHERE event_id = %(e)s", {"e": "after-garbage"}
-            )
-            assert late == [(0,)], "a dead-lettered envelope moved the watermark"
-        finally:
-            client.disconnect()
+        wait_for(
+            lambda: penv.query(
+                "SELECT count() FROM user_loyalty WHERE user_id = %(u)s", {"u": user}
+            )[0][0]
+            > 0,
+            90,
+            "the purchase's user_loyalty row",
+        )
+        wait_for(lambda: quiescent(penv), 90, "the pipeline to go quiet", interval=0.3)
+        late = penv.query(
+            "SELECT count() FROM late_events WHERE event_id = %(e)s", {"e": "after-garbage"}
+        )
+        assert late == [(0,)], "a dead-lettered envelope moved the watermark"
         assert worker.proc.poll() is None

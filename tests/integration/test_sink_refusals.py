@@ -25,7 +25,6 @@ from pipeline.deadletter import (
     H_TOPIC,
 )
 from pipeline.events import decode_message
-from pipeline.sink.clickhouse import client_from_url
 from pipeline.sink.rows import EVENTS, RowBatch, event_row
 from tests.integration.pipeline_env import PipelineEnv, produce, running_worker, wait_for
 from tests.unit.test_events import purchase
@@ -53,12 +52,19 @@ async def _produce_null_header(
         await producer.stop()
 
 
-def _query(penv: PipelineEnv, sql: str) -> list[Any]:
-    client = client_from_url(penv.settings().clickhouse_url)
-    try:
-        return list(client.execute(sql))
-    finally:
-        client.disconnect()
+def _assert_the_sink_goes_on(penv: PipelineEnv, event_id: str, offset: int) -> None:
+    """The sink is still consuming: a row sent now lands too."""
+    s = penv.settings()
+    later = RowBatch(EVENTS.name, EVENTS.columns, [_row(event_id, offset)])
+    produce(s.kafka_bootstrap, s.topic_rows, later.encode_chunks(1000))
+    wait_for(
+        lambda: penv.query(
+            "SELECT count() FROM events FINAL WHERE event_id = %(e)s", {"e": event_id}
+        )
+        == [(1,)],
+        60,
+        f"{event_id}, sent after the bad input",
+    )
 
 
 def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
@@ -81,8 +87,7 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
         produce(s.kafka_bootstrap, s.topic_rows, batch)
         refused = wait_for(
             lambda: (
-                r := _query(
-                    penv,
+                r := penv.query(
                     "SELECT toString(reason), detail, payload FROM dead_letters FINAL "
                     "WHERE source_topic = 'siyu-sink:events'",
                 )
@@ -104,18 +109,19 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
         payload = next(p for _, _, p in refused if "sink-bad-int" in p)
         assert orjson.loads(payload) == original
 
-        landed = _query(penv, "SELECT event_id FROM events FINAL WHERE user_id = 'u-sink'")
-        assert sorted(e for (e,) in landed) == sorted(f"sink-good-{i}" for i in range(5))
-
-        # The sink is still consuming: a later row lands too.
-        later = RowBatch(EVENTS.name, EVENTS.columns, [_row("sink-later", 300)])
-        produce(s.kafka_bootstrap, s.topic_rows, later.encode_chunks(1000))
+        # Good rows after the last refused one are inserted after its letter: wait for them.
+        good_ids = sorted(f"sink-good-{i}" for i in range(5))
         wait_for(
-            lambda: _query(penv, "SELECT count() FROM events FINAL WHERE event_id = 'sink-later'")
-            == [(1,)],
+            lambda: sorted(
+                e
+                for (e,) in penv.query("SELECT event_id FROM events FINAL WHERE user_id = 'u-sink'")
+            )
+            == good_ids,
             60,
-            "a row sent after the refused ones",
+            "the good rows in ClickHouse",
         )
+
+        _assert_the_sink_goes_on(penv, "sink-later", 300)
         assert worker.proc.poll() is None
 
 
@@ -138,8 +144,7 @@ def test_foreign_dead_letters_with_odd_headers_land_and_the_sink_goes_on(
     with running_worker(penv, tmp_path / "worker.log") as worker:
         asyncio.run(_produce_null_header(s.kafka_bootstrap, s.topic_dead_letters, odd))
         [row] = wait_for(
-            lambda: _query(
-                penv,
+            lambda: penv.query(
                 "SELECT source_partition, source_offset, element_index, toString(reason), "
                 "detail FROM dead_letters FINAL WHERE payload = 'odd-letter'",
             ),
@@ -148,15 +153,5 @@ def test_foreign_dead_letters_with_odd_headers_land_and_the_sink_goes_on(
         )
         assert row == (0, 2**64 - 1, 2**31 - 1, "foreign", "")
 
-        # The sink is still consuming: a later row lands too.
-        later = RowBatch(EVENTS.name, EVENTS.columns, [_row("sink-after-odd", 400)])
-        produce(s.kafka_bootstrap, s.topic_rows, later.encode_chunks(1000))
-        wait_for(
-            lambda: _query(
-                penv, "SELECT count() FROM events FINAL WHERE event_id = 'sink-after-odd'"
-            )
-            == [(1,)],
-            60,
-            "a row sent after the foreign dead letter",
-        )
+        _assert_the_sink_goes_on(penv, "sink-after-odd", 400)
         assert worker.proc.poll() is None
