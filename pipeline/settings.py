@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     processor_batch: int = Field(
         default=200, ge=1, description="Most messages a state agent takes per batch."
     )
+    batch_max_bytes: int = Field(
+        default=16 << 20,
+        ge=1,
+        description="Most bytes of input an agent decodes and steps at once. A batch taken "
+        "from a backlog can hold hundreds of thousands of events (500 envelopes of up to "
+        "1,000); it is handled in parts of this size, each published and written before "
+        "the next, so a worker's memory does not grow with its input's envelopes.",
+    )
     ingest_window_s: float = Field(
         default=0.5,
         gt=0,

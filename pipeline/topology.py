@@ -29,7 +29,7 @@ import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import orjson
@@ -64,6 +64,7 @@ from pipeline.watchdog import OffsetReader
 from pipeline.watermarks import ConfirmedProgress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Events or messages handled between two yields to the event loop: Kafka heartbeats run on
 #: the same loop, and a batch that held it for the session timeout would cost a rebalance.
@@ -231,7 +232,17 @@ class Topology:
 
     async def _ingest_agent(self, stream: Any) -> None:
         async for batch in stream.take_events(self.s.ingest_batch, within=self.s.ingest_window_s):
-            await run_to_completion(self._ingest_batch(batch))
+            await run_to_completion(self._in_parts(batch, self._ingest_batch))
+
+    async def _in_parts(
+        self, batch: Sequence[Any], handle: Callable[[Sequence[Any]], Awaitable[None]]
+    ) -> None:
+        """Handle ``batch`` in parts of at most ``SIYU_BATCH_MAX_BYTES`` of input, each
+        published and written before the next. On a backlog a batch of envelopes can hold
+        hundreds of thousands of events; in parts, a worker's memory does not grow with that.
+        One task for all parts: Faust acknowledges the whole batch when the agent stops."""
+        for part in split_batch(batch, self.s.batch_max_bytes, _input_size):
+            await handle(part)
 
     async def _ingest_batch(self, batch: Sequence[Any]) -> None:
         started = time.monotonic()
@@ -311,7 +322,9 @@ class Topology:
             async for batch in stream.take_events(
                 self.s.processor_batch, within=self.s.processor_window_s
             ):
-                await run_to_completion(self._state_batch(name, batch))
+                await run_to_completion(
+                    self._in_parts(batch, lambda part: self._state_batch(name, part))
+                )
 
         return agent
 
@@ -749,6 +762,27 @@ class _Offsets:
         for partition, event in self.last.items():
             if event.message.offset > self.done[partition]:
                 writes.set(self.table, event, b"%d" % partition, b"%d" % event.message.offset)
+
+
+def split_batch(batch: Sequence[T], max_bytes: int, size: Callable[[T], int]) -> list[Sequence[T]]:
+    """``batch`` cut, in order, into parts of at most ``max_bytes`` by ``size``; an item
+    larger than that on its own is a part of its own. Never an empty part."""
+    parts: list[Sequence[T]] = []
+    start, total = 0, 0
+    for i, item in enumerate(batch):
+        n = size(item)
+        if i > start and total + n > max_bytes:
+            parts.append(batch[start:i])
+            start, total = i, 0
+        total += n
+    if start < len(batch):
+        parts.append(batch[start:] if start else batch)
+    return parts
+
+
+def _input_size(event: Any) -> int:
+    value = event.message.value
+    return len(value) if value is not None else 0
 
 
 def _source(event: Any) -> Source:

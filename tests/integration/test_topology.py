@@ -108,9 +108,17 @@ def test_a_backlog_of_two_weeks_sent_at_once_equals_the_batch_oracle(
     assert topics.returncode == 0, topics.stderr
     send(penv, scenario.arrival, per_message=200)
     log = tmp_path / "worker.log"
-    with running_worker(penv, log):
+    # Agents handle what they take in parts of at most this many bytes of input: with 1,
+    # every message is a part of its own, published and written before the next.
+    with running_worker(penv, log, SIYU_BATCH_MAX_BYTES="1") as worker:
         wait_for(lambda: quiescent(penv), 300, "the backlog to be processed", interval=0.5)
         assert_equals_oracle(penv, expected)
+        samples = scrape(worker.port)
+        ingest_parts = by(samples, "siyu_agent_batch_duration_seconds_count", "agent")
+        messages = by(samples, "siyu_ingest_messages_total")[()]
+        # Taken from a backlog, ingest's batches hold many messages each: unsplit, there
+        # would be far fewer batches than messages.
+        assert messages == ingest_parts[("ingest",)] > 0
         # Ingest announces the backlog's event-time progress only once its consequences
         # were processed, so it reaches the state agents after the first quiet moment. The
         # first sweep is the sign that it did: then expiry and finalisation run, and the
