@@ -185,7 +185,11 @@ class SinkService(Service):
                 return
             for (table, columns), rows in pending.rows.items():
                 if rows:
-                    await self.writer.insert(table, columns, rows, lambda: self.should_stop)
+                    published = pending.published[(table, columns)]
+                    source_ms = [ms for ms, n in published for _ in range(n)]
+                    await self.writer.insert(
+                        table, columns, rows, lambda: self.should_stop, source_ms
+                    )
                     self.inserts += 1
                     self.rows_inserted += len(rows)
                     metrics.record_flushed(table, len(rows), pending.published[(table, columns)])

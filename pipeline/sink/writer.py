@@ -12,7 +12,10 @@ ClickHouse has not accepted. Two kinds of failure are told apart:
 
 A refused row's dead letter is keyed by a hash of the row (as ``source_offset``): the
 row's own Kafka offset does not survive the sink's batching, and ``dead_letters`` keeps one
-row per key, so distinct refused rows stay distinct and a replayed one replaces itself.
+row per key, so distinct refused rows stay distinct and a replayed one replaces itself. Its
+``source_timestamp`` is the Kafka timestamp of the row batch the row came in, which a
+replay reads again: ``dead_letters`` is partitioned by month of that column, so the time of
+the refusal would put a replay's letter in another partition, beside the first one.
 """
 
 from __future__ import annotations
@@ -117,9 +120,12 @@ class ClickHouseWriter:
         columns: Sequence[str],
         rows: list[Row],
         stopping: Callable[[], bool] = lambda: False,
+        source_ms: Sequence[int] = (),
     ) -> int:
         """Insert ``rows``; returns how many went to ``dead_letters`` as refused by ClickHouse.
 
+        ``source_ms`` gives, row by row, the Kafka timestamp (ms) of the message each row came
+        in: a refused row's letter carries it. Without it, the letter has the time of refusal.
         Retries transient failures until they succeed or ``stopping()`` is true, in which case
         :class:`asyncio.CancelledError` is raised and nothing may be acknowledged.
         """
@@ -133,11 +139,11 @@ class ClickHouseWriter:
                 return 0
             except _CLIENT_DATA_ERRORS as err:
                 metrics.record_insert_failure(table, "refused")
-                return await self._isolate(table, columns, rows, err, stopping)
+                return await self._isolate(table, columns, rows, source_ms, err, stopping)
             except ch_errors.ServerException as err:
                 if err.code in DATA_ERROR_CODES:
                     metrics.record_insert_failure(table, "refused")
-                    return await self._isolate(table, columns, rows, err, stopping)
+                    return await self._isolate(table, columns, rows, source_ms, err, stopping)
                 reason: BaseException = err
             except (ch_errors.Error, OSError, EOFError) as err:
                 reason = err
@@ -166,6 +172,7 @@ class ClickHouseWriter:
         table: str,
         columns: Sequence[str],
         rows: list[Row],
+        source_ms: Sequence[int],
         err: BaseException,
         stopping: Callable[[], bool],
     ) -> int:
@@ -174,6 +181,8 @@ class ClickHouseWriter:
                 log.error("ClickHouse refused a dead-letter row, keeping it in the log: %r", rows)
                 raise RuntimeError(f"dead_letters row refused by ClickHouse: {_one_line(err)}")
             now = int(time.time())
+            # A foreign producer's timestamp may lie beyond DateTime's range (up to 2106).
+            sent = min(source_ms[0] // 1000, 2**32 - 1) if source_ms and source_ms[0] > 0 else now
             record = dict(zip(columns, rows[0], strict=True))
             payload = orjson.dumps(record, default=str)
             letter = [
@@ -181,7 +190,7 @@ class ClickHouseWriter:
                 0,
                 int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big"),
                 -1,
-                now,
+                sent,
                 str(record.get("brand_id", "")),
                 "sink_rejected",
                 _one_line(err)[:2000],
@@ -193,9 +202,9 @@ class ClickHouseWriter:
             metrics.dead_letter("sink_rejected", str(letter[5]))
             return 1
         mid = len(rows) // 2
-        return await self.insert(table, columns, rows[:mid], stopping) + await self.insert(
-            table, columns, rows[mid:], stopping
-        )
+        return await self.insert(
+            table, columns, rows[:mid], stopping, source_ms[:mid]
+        ) + await self.insert(table, columns, rows[mid:], stopping, source_ms[mid:])
 
 
 def _one_line(err: BaseException) -> str:

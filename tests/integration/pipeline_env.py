@@ -53,15 +53,19 @@ def by(samples: Samples, name: str, *labels: str) -> Counter[tuple[str, ...]]:
 
 
 def produce(
-    bootstrap: str, topic: str, messages: list[bytes], partition: int | None = None
+    bootstrap: str,
+    topic: str,
+    messages: list[bytes],
+    partition: int | None = None,
+    timestamp_ms: int | None = None,
 ) -> None:
-    """Send ``messages`` to ``topic`` (to ``partition``, or where the producer chooses) and
-    wait until the broker has them all."""
+    """Send ``messages`` to ``topic`` (to ``partition``, or where the producer chooses; with
+    Kafka timestamp ``timestamp_ms``, or now) and wait until the broker has them all."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     for m in messages:
-        producer.send(topic, m, partition=partition)
+        producer.send(topic, m, partition=partition, timestamp_ms=timestamp_ms)
     producer.flush()
     producer.close()
 

@@ -9,6 +9,7 @@ hold back every row behind it; raised, it would end the sink's consumer.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +84,21 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
     rows += [bad["sink-bad-string"], good[3], bad["sink-bad-time"], good[4]]
     batch = RowBatch(EVENTS.name, EVENTS.columns, rows).encode_chunks(1000)
 
+    # Published in an earlier month than this run: a replay of the rows topic reads the same
+    # timestamp again, and it decides the letter's partition of dead_letters.
+    published = dt.datetime(2026, 1, 15, 8, 30, tzinfo=dt.UTC)
     with running_worker(penv, tmp_path / "worker.log") as worker:
-        produce(s.kafka_bootstrap, s.topic_rows, batch)
+        produce(
+            s.kafka_bootstrap,
+            s.topic_rows,
+            batch,
+            timestamp_ms=int(published.timestamp() * 1000),
+        )
         refused = wait_for(
             lambda: (
                 r := penv.query(
-                    "SELECT toString(reason), detail, payload FROM dead_letters FINAL "
-                    "WHERE source_topic = 'siyu-sink:events'",
+                    "SELECT toString(reason), detail, payload, source_timestamp "
+                    "FROM dead_letters FINAL WHERE source_topic = 'siyu-sink:events'",
                 )
             )
             and len(r) >= len(bad)
@@ -99,14 +108,15 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
         )
         by_id = {
             orjson.loads(payload)["event_id"]: (reason, detail)
-            for reason, detail, payload in refused
+            for reason, detail, payload, _ in refused
         }
         assert set(by_id) == set(bad)
+        assert {stamp.replace(tzinfo=dt.UTC) for *_, stamp in refused} == {published}
         assert {reason for reason, _ in by_id.values()} == {"sink_rejected"}
         assert all(detail.strip() for _, detail in by_id.values())
         # The dead letter keeps the row as it was sent, column by column.
         original = dict(zip(EVENTS.columns, bad["sink-bad-int"], strict=True))
-        payload = next(p for _, _, p in refused if "sink-bad-int" in p)
+        payload = next(p for _, _, p, _ in refused if "sink-bad-int" in p)
         assert orjson.loads(payload) == original
 
         # Good rows after the last refused one are inserted after its letter: wait for them.
