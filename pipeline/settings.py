@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         "announces event-time progress (pipeline/watermarks.py): bounds the causal chains "
         "(agent to agent) a watermark never overtakes.",
     )
+    memory_trim_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Every this many seconds, a worker hands memory that glibc's allocator "
+        "keeps free back to the system (malloc_trim), so a backlog's peak does not stay "
+        "resident; 0 turns it off.",
+    )
     stall_timeout_s: float = Field(
         default=120.0,
         ge=0,
