@@ -8,7 +8,8 @@ ClickHouse has not accepted. Two kinds of failure are told apart:
 * ClickHouse refuses the data itself (a value it cannot store): the batch is split in
   halves until the refused rows are found; they go to ``dead_letters`` with reason
   ``sink_rejected`` and the rest is inserted. One bad row never blocks the others. A value
-  the client cannot even encode (a string in an integer column, say) counts as refused too.
+  the client cannot even encode (a string in an integer column, say) counts as refused too,
+  and its letter's ``detail`` names the column, its type and the value it got.
 
 A refused row's dead letter is keyed by a hash of the row (as ``source_offset``): the
 row's own Kafka offset does not survive the sink's batching, and ``dead_letters`` keeps one
@@ -185,6 +186,14 @@ class ClickHouseWriter:
             sent = min(source_ms[0] // 1000, 2**32 - 1) if source_ms and source_ms[0] > 0 else now
             record = dict(zip(columns, rows[0], strict=True))
             payload = orjson.dumps(record, default=str)
+            detail = _one_line(err)
+            culprit = _column_being_encoded(err)
+            if culprit is not None and culprit[0] in record:
+                name, spec = culprit
+                value = record[name]
+                detail = (
+                    f"column {name} ({spec}) got {type(value).__name__} {value!r:.200}: {detail}"
+                )
             letter = [
                 f"siyu-sink:{table}",
                 0,
@@ -193,7 +202,7 @@ class ClickHouseWriter:
                 sent,
                 str(record.get("brand_id", "")),
                 "sink_rejected",
-                _one_line(err)[:2000],
+                detail[:2000],
                 payload,
                 now,
             ]
@@ -205,6 +214,23 @@ class ClickHouseWriter:
         return await self.insert(
             table, columns, rows[:mid], stopping, source_ms[:mid]
         ) + await self.insert(table, columns, rows[mid:], stopping, source_ms[mid:])
+
+
+def _column_being_encoded(err: BaseException) -> tuple[str, str] | None:
+    """(column, ClickHouse type) that clickhouse-driver was encoding when ``err`` rose on the
+    client, read from its ``write_column`` frame: its own messages for a bad Decimal or a
+    number in a String column do not name the column. None when the traceback has no such
+    frame (a server refusal, or a driver that encodes differently)."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "write_column":
+            name, spec = frame.f_locals.get("column_name"), frame.f_locals.get("column_spec")
+            if isinstance(name, str) and isinstance(spec, str):
+                found = (name, spec)
+        tb = tb.tb_next
+    return found
 
 
 def _one_line(err: BaseException) -> str:

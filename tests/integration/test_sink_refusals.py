@@ -113,7 +113,18 @@ def test_rows_the_client_cannot_encode_are_dead_lettered_and_the_sink_goes_on(
         assert set(by_id) == set(bad)
         assert {stamp.replace(tzinfo=dt.UTC) for *_, stamp in refused} == {published}
         assert {reason for reason, _ in by_id.values()} == {"sink_rejected"}
-        assert all(detail.strip() for _, detail in by_id.values())
+        # Each letter names the column the client could not encode (and its type, which
+        # depends on the server's version), and what it got.
+        culprits = {
+            "sink-bad-int": ("kafka_offset", "str 'not a number'"),
+            "sink-bad-decimal": ("amount", "str 'a lot'"),
+            "sink-bad-string": ("channel", "int 12345"),
+            "sink-bad-time": ("occurred_at", "str 'yesterday'"),
+        }
+        for event_id, (column, got) in culprits.items():
+            detail = by_id[event_id][1]
+            assert detail.startswith(f"column {column} ("), detail
+            assert f") got {got}: " in detail, detail
         # The dead letter keeps the row as it was sent, column by column.
         original = dict(zip(EVENTS.columns, bad["sink-bad-int"], strict=True))
         payload = next(p for _, _, p, _ in refused if "sink-bad-int" in p)
