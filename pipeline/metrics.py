@@ -220,7 +220,7 @@ EVENT_LATENCY = BatchHistogram(
 )
 BATCH_DURATION = Histogram(
     "siyu_agent_batch_duration_seconds",
-    "Wall time of one agent batch, until its output was confirmed by Kafka.",
+    "Wall time of one agent batch (or part of one), until its output was confirmed by Kafka.",
     ["agent"],
     buckets=BATCH_DURATION_BUCKETS,
     registry=REGISTRY,
