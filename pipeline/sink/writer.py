@@ -36,6 +36,15 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
 from pipeline import metrics
+from pipeline.deadletter import (
+    H_BRAND,
+    H_DETAIL,
+    H_OFFSET,
+    H_REASON,
+    H_TIMESTAMP,
+    H_TOPIC,
+    dead_letter_row,
+)
 from pipeline.sink.clickhouse import check_identifier, client_from_url
 from pipeline.sink.rows import DEAD_LETTERS, Row
 
@@ -181,39 +190,41 @@ class ClickHouseWriter:
             if table == DEAD_LETTERS.name:
                 log.error("ClickHouse refused a dead-letter row, keeping it in the log: %r", rows)
                 raise RuntimeError(f"dead_letters row refused by ClickHouse: {_one_line(err)}")
-            now = int(time.time())
-            # A foreign producer's timestamp may lie beyond DateTime's range (up to 2106).
-            sent = min(source_ms[0] // 1000, 2**32 - 1) if source_ms and source_ms[0] > 0 else now
             record = dict(zip(columns, rows[0], strict=True))
             payload = orjson.dumps(record, default=str)
-            detail = _one_line(err)
-            culprit = _column_being_encoded(err)
-            if culprit is not None and culprit[0] in record:
-                name, spec = culprit
-                value = record[name]
-                detail = (
-                    f"column {name} ({spec}) got {type(value).__name__} {value!r:.200}: {detail}"
-                )
-            letter = [
-                f"siyu-sink:{table}",
-                0,
-                int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), "big"),
-                -1,
-                sent,
-                str(record.get("brand_id", "")),
-                "sink_rejected",
-                detail[:2000],
-                payload,
-                now,
+            brand = str(record.get("brand_id", ""))
+            headers = [
+                (H_REASON, b"sink_rejected"),
+                (H_DETAIL, _refusal_detail(err, record)[:2000].encode()),
+                (H_TOPIC, f"siyu-sink:{table}".encode()),
+                (
+                    H_OFFSET,
+                    b"%d" % int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest()),
+                ),
+                (H_BRAND, brand.encode()),
             ]
+            if source_ms and source_ms[0] > 0:
+                headers.append((H_TIMESTAMP, b"%d" % source_ms[0]))
+            letter = dead_letter_row(payload, headers, int(time.time()))
             log.error("ClickHouse refused a row of %s, dead-lettered: %s", table, _one_line(err))
             await self.insert(DEAD_LETTERS.name, DEAD_LETTERS.columns, [letter], stopping)
-            metrics.dead_letter("sink_rejected", str(letter[5]))
+            metrics.dead_letter("sink_rejected", brand)
             return 1
         mid = len(rows) // 2
         return await self.insert(
             table, columns, rows[:mid], stopping, source_ms[:mid]
         ) + await self.insert(table, columns, rows[mid:], stopping, source_ms[mid:])
+
+
+def _refusal_detail(err: BaseException, record: Mapping[str, Any]) -> str:
+    """Why a row was refused: the column the client could not encode, when it says, and the
+    error."""
+    culprit = _column_being_encoded(err)
+    if culprit is None or culprit[0] not in record:
+        return _one_line(err)
+    name, spec = culprit
+    value = record[name]
+    return f"column {name} ({spec}) got {type(value).__name__} {value!r:.200}: {_one_line(err)}"
 
 
 def _column_being_encoded(err: BaseException) -> tuple[str, str] | None:
