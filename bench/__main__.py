@@ -8,9 +8,12 @@ In one run, with Kafka and ClickHouse up (``make up``):
    on it; events/s of both, their ratio, the worker's CPU per event and peak memory;
 2. **latency** (:mod:`bench.latency`): live traffic through the SDK at half the median
    worker throughput just measured; event time to visible in ClickHouse, p50/p95/p99;
-3. **state size** (:mod:`bench.worker_state`, :mod:`bench.state_size`): a worker's memory,
+3. **scaling out** (:mod:`bench.scaling`): the same backlog through one worker, two workers
+   with one standby replica (the default) and two without; events/s, and the CPU per event
+   of all workers together;
+4. **state size** (:mod:`bench.worker_state`, :mod:`bench.state_size`): a worker's memory,
    RocksDB and changelog bytes per 100,000 users, and the pure core's figure;
-4. **domain core alone** (:mod:`bench.domain_bench`): events per CPU second of the steps.
+5. **domain core alone** (:mod:`bench.domain_bench`): events per CPU second of the steps.
 
 Repeated figures are medians with min/max. One JSON and one Markdown file go to
 ``bench/results/`` (named by the UTC start time); the table is printed with the ratio to
@@ -27,7 +30,7 @@ import statistics
 import sys
 import time
 
-from bench import latency, report, throughput, worker_state
+from bench import latency, report, scaling, throughput, worker_state
 from bench.backlog import SDK_BATCH
 from bench.namespace import exit_cleanly_on_sigterm
 
@@ -67,6 +70,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--latency-warmup", type=float, default=10.0, help="seconds")
     parser.add_argument("--latency-duration", type=float, default=30.0, help="seconds measured")
     parser.add_argument("--latency-poll", type=float, default=0.1, help="poll period, seconds")
+    parser.add_argument("--scaling-events", type=int, default=30_000, help="per scaling run")
+    parser.add_argument("--scaling-rounds", type=int, default=2, help="rounds of all setups")
     parser.add_argument("--state-events", type=int, default=20_000, help="per state run (2 halves)")
     parser.add_argument("--state-users", type=int, default=5_000, help="user ids per brand")
     parser.add_argument(
@@ -88,7 +93,7 @@ def parse() -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["throughput", "latency", "state", "domain"],
+        choices=["throughput", "latency", "scaling", "state", "domain"],
         help="leave a part out (repeatable)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -138,6 +143,15 @@ def main() -> int:
         results["latency"] = lat = report.summarise(runs)
         lat["note"] = latency.note(
             rate, args.latency_warmup, args.latency_duration, args.latency_poll
+        )
+
+    if "scaling" not in args.skip:
+        progress(
+            f"scaling: {args.scaling_rounds} round(s) of {len(scaling.CONFIGURATIONS)} setups, "
+            f"{args.scaling_events:,} events each"
+        )
+        results["scaling"] = scaling.runs(
+            args.kafka, args.clickhouse_port, args.scaling_events, args.scaling_rounds
         )
 
     if "state" not in args.skip:

@@ -118,6 +118,23 @@ def latency_table(lat: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def scaling_table(sc: dict[str, Any]) -> list[str]:
+    lines = [
+        "| workers, standby replicas | events/s until all rows visible (min–max) "
+        "| of one worker | CPU of all workers, µs per event (min–max) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, c in sc["configurations"].items():
+        s = c["summary"]
+        rate, cpu = s["events_per_s"], s["cpu_us_per_event"]
+        lines.append(
+            f"| {name} | {_fmt(rate['median'])} ({_fmt(rate['min'])}–{_fmt(rate['max'])}) "
+            f"| {s['ratio_to_one_worker']['median']:.2f} "
+            f"| {_fmt(cpu['median'])} ({_fmt(cpu['min'])}–{_fmt(cpu['max'])}) |"
+        )
+    return lines
+
+
 def state_table(st: dict[str, Any]) -> list[str]:
     workers, p = st["workers"], st["pure"]
     lines = ["| figure | MiB per 100k users | what it is |", "|---|---:|---|"]
@@ -215,6 +232,26 @@ def markdown(results: dict[str, Any]) -> str:
             *latency_table(lat),
             "",
         ]
+    if "scaling" in results:
+        sc = results["scaling"]
+        runs = len(next(iter(sc["configurations"].values()))["runs"])
+        lines += [
+            f"## Scaling out ({sc['events']:,} events, {sc['users']:,} users, {runs} rounds)",
+            "",
+            "Workers started and settled first, then the backlog sent; all workers share this "
+            "machine's cores with Kafka and ClickHouse, so read the CPU per event, which is "
+            "what a deployment pays on any number of machines (bench/scaling.py).",
+            "",
+            *scaling_table(sc),
+            "",
+        ]
+        if sc.get("standby_cpu_ratio") is not None:
+            lines += [
+                f"With one standby replica, two workers used {sc['standby_cpu_ratio']:.2f}× the "
+                "CPU per event of two workers without: each also replays the other's table "
+                "changelogs, record by record, through Faust.",
+                "",
+            ]
     if "state" in results:
         st = results["state"]
         lines += [

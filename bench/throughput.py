@@ -37,6 +37,7 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -100,16 +101,16 @@ async def ceiling(penv: PipelineEnv, expected: int) -> float:
 ROWS_SAMPLE_SECONDS = 0.1
 
 
-def rows_inserted(port: int) -> int:
-    """The worker's ``siyu_sink_rows_inserted_total``, summed over tables."""
-    return sum(by(scrape(port), "siyu_sink_rows_inserted_total").values())
+def rows_inserted(ports: Sequence[int]) -> int:
+    """The workers' ``siyu_sink_rows_inserted_total``, summed over tables and workers."""
+    return sum(sum(by(scrape(port), "siyu_sink_rows_inserted_total").values()) for port in ports)
 
 
 class RowsSampler:
     """Samples :func:`rows_inserted` in a thread: (seconds since ``start``, total)."""
 
-    def __init__(self, port: int, start: float) -> None:
-        self.port, self.start = port, start
+    def __init__(self, ports: Sequence[int], start: float) -> None:
+        self.ports, self.start = ports, start
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -118,7 +119,7 @@ class RowsSampler:
     def _run(self) -> None:
         while not self._stop.wait(ROWS_SAMPLE_SECONDS):
             try:
-                total = rows_inserted(self.port)
+                total = rows_inserted(self.ports)
             except OSError:
                 continue
             self.samples.append((time.perf_counter() - self.start, total))
@@ -136,7 +137,7 @@ def siyu_run(penv: PipelineEnv, expected: int) -> dict[str, float]:
     with worker(penv, "throughput", SIYU_SINK_FLUSH_SECONDS=SINK_FLUSH_SECONDS) as w:
         cpu0, rss0, _ = proc_stats(w.proc.pid)
         start = time.perf_counter()
-        sampler = RowsSampler(w.port, start)
+        sampler = RowsSampler([w.port], start)
         client = client_from_url(penv.settings().clickhouse_url)
         try:
 
@@ -151,7 +152,7 @@ def siyu_run(penv: PipelineEnv, expected: int) -> dict[str, float]:
         wait_for(lambda: drained(penv), 900, "the pipeline to go quiet", interval=0.3)
         elapsed = time.perf_counter() - start
         cpu1, _, peak = proc_stats(w.proc.pid)
-        final_rows = rows_inserted(w.port)
+        final_rows = rows_inserted([w.port])
         all_visible_s = sampler.all_visible_seconds(final_rows, elapsed)
     return {
         "seconds": elapsed,
