@@ -7,14 +7,18 @@ batches on the rows topic → ``sink.service.SinkService`` (ClickHouse). The web
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
+import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import faust
 
 from pipeline import metrics
+from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from pipeline.sink.service import SinkService
 
@@ -62,6 +66,42 @@ def create_app(settings: Settings) -> faust.App:
     if settings.memory_trim_s > 0:
         _register_memory_trim(app, settings.memory_trim_s)
     return app
+
+
+#: The file in a worker's data directory that its flock claims (see :func:`claim_data_dir`).
+DATA_DIR_LOCK = "worker.lock"
+
+
+def claim_data_dir(data_dir: str) -> IO[str]:
+    """Claim ``data_dir`` for this worker process, or raise :class:`ConfigError`.
+
+    RocksDB tables live there, one database per table partition, and RocksDB locks each
+    database: a second worker on the same directory would join the group, take partitions
+    in the rebalance, and then crash on the first database the other holds ("IO error:
+    While lock file: ... Resource temporarily unavailable"), taking the group through
+    rebalances again. So a RocksDB worker takes an exclusive lock on the directory before it
+    connects to anything, and says plainly who holds it. The lock lasts as long as the
+    returned file stays open (the process's life); the kernel drops it when the process
+    ends, however it ends.
+    """
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    handle = open(path / DATA_DIR_LOCK, "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"the data directory {path} is in use by {holder}: each worker with "
+            "SIYU_STORE=rocksdb needs its own SIYU_DATA_DIR"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"siyu worker pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 #: Python's cycle collector thresholds for a worker: allocations before a young collection,

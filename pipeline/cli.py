@@ -49,13 +49,15 @@ def worker() -> None:
     """Run one worker: ingest agent, state agents and the ClickHouse sink."""
     from faust.worker import Worker
 
-    from pipeline.app import create_app, tune_gc
+    from pipeline.app import claim_data_dir, create_app, tune_gc
     from pipeline.topics import ensure_topics, topic_specs
 
     s = _settings()
     logging.basicConfig(
         level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Held until the process ends: no second RocksDB worker may share the directory.
+    data_dir_claim = claim_data_dir(s.data_dir) if s.store == "rocksdb" else None
     created = ensure_topics(s.kafka_bootstrap, topic_specs(s))
     if created:
         click.echo(f"created topics: {', '.join(created)}")
@@ -63,7 +65,12 @@ def worker() -> None:
     Path(s.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(s)
     tune_gc()
-    Worker(app, loglevel=s.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    faust_worker = Worker(app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
+    try:
+        faust_worker.execute_from_commandline()
+    finally:
+        if data_dir_claim is not None:
+            data_dir_claim.close()
 
 
 def _check_clickhouse(s: Settings) -> None:

@@ -115,7 +115,11 @@ class Settings(BaseSettings):
         default="memory",
         description="Faust table store; rocksdb needs `pip install siyu[rocksdb]`.",
     )
-    data_dir: str = Field(default=".local/worker", description="Directory for worker state.")
+    data_dir: str = Field(
+        default=".local/worker",
+        description="Directory for worker state; with the rocksdb store, one worker's own "
+        "(a second worker on it stops at start).",
+    )
     rocksdb_write_buffer_mb: int = Field(
         default=8,
         ge=1,

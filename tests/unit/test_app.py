@@ -5,13 +5,15 @@ Building the app connects to nothing, so these run without Kafka.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline.app import create_app
+from pipeline.app import claim_data_dir, create_app
+from pipeline.errors import ConfigError
 from pipeline.settings import load_settings
 
 
@@ -75,3 +77,41 @@ def test_malloc_trim_hands_the_allocators_free_memory_back() -> None:
     )
     assert probe.returncode == 0, probe.stderr
     assert int(probe.stdout) > 32 * 2**20
+
+
+def test_a_rocksdb_data_directory_belongs_to_one_worker(tmp_path: Path) -> None:
+    first = claim_data_dir(str(tmp_path / "data"))
+    with pytest.raises(ConfigError) as refused:
+        claim_data_dir(str(tmp_path / "data"))
+    message = str(refused.value)
+    assert f"siyu worker pid {os.getpid()}" in message
+    assert "SIYU_DATA_DIR" in message
+    first.close()  # the holder is gone: the directory is free again
+    claim_data_dir(str(tmp_path / "data")).close()
+
+
+def test_a_second_rocksdb_worker_on_a_directory_stops_before_it_joins_the_group(
+    tmp_path: Path,
+) -> None:
+    held = claim_data_dir(str(tmp_path))
+    try:
+        # No broker listens on port 9: the worker must stop on the directory, not on Kafka.
+        env = {
+            **os.environ,
+            "SIYU_STORE": "rocksdb",
+            "SIYU_DATA_DIR": str(tmp_path),
+            "SIYU_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        held.close()
+    assert done.returncode == 2, done.stderr
+    assert f"data directory {tmp_path} is in use by siyu worker pid {os.getpid()}" in done.stderr
+    assert "Traceback" not in done.stderr
