@@ -3,11 +3,13 @@
 The worker calls :func:`ensure_topics` before starting: missing topics are created with the
 configured partitions, replication and configs; an existing topic that disagrees (partition
 count, cleanup policy) stops the start-up with a message saying what differs, because keyed
-state would silently split across the wrong partitions otherwise.
+state would silently split across the wrong partitions otherwise. A size limit that is too
+low (the changelogs' ``max.message.bytes``) is raised in place.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.errors import ServiceUnavailable, TopicMismatch
 from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,9 @@ class TopicSpec:
     partitions: int
     replication: int
     configs: dict[str, str] = field(default_factory=dict)
+    #: Numeric configs the topic needs at least: set on creation, raised on an existing topic
+    #: that has less (raising a size limit changes no data, so siyu does it, not the user).
+    at_least: dict[str, int] = field(default_factory=dict)
 
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
@@ -55,6 +62,10 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
             s.topic_partitions,
             s.topic_replication,
             {"cleanup.policy": "compact"},
+            # One record is one key's whole state, which can outgrow Kafka's default 1 MiB
+            # (a share clicked by tens of thousands of users): the broker would refuse it,
+            # and the worker would retry that batch for ever.
+            {"max.message.bytes": s.max_state_bytes},
         )
         for table in TABLES
     ]
@@ -121,7 +132,7 @@ def _ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> list[str]
                     t.name: {
                         "num_partitions": t.partitions,
                         "replication_factor": t.replication,
-                        "configs": t.configs,
+                        "configs": {**t.configs, **{k: str(v) for k, v in t.at_least.items()}},
                     }
                     for t in missing
                 },
@@ -151,6 +162,13 @@ def _ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> list[str]
         for key, want in t.configs.items():
             if configs.get(key) != want:
                 problems.append(f"{t.name} has {key}={configs.get(key)}, siyu needs {want}")
+        low = {k: v for k, v in t.at_least.items() if int(configs.get(k) or 0) < v}
+        if low:
+            admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t.name, configs=low)], incremental=True
+            )
+            for key, least in low.items():
+                log.warning("raised %s of %s from %s to %d", key, t.name, configs.get(key), least)
     if problems:
         raise TopicMismatch(
             "existing topics disagree with the configuration: "

@@ -50,3 +50,35 @@ def test_existing_topics_that_disagree_stop_the_start_with_one_clear_line(
     worker = penv.siyu("worker", SIYU_TOPIC_PARTITIONS="6")
     assert worker.returncode == 2
     assert "SIYU_TOPIC_PARTITIONS" in worker.stderr
+
+
+def test_changelogs_take_a_state_larger_than_kafkas_default_and_a_low_limit_is_raised(
+    kafka_bootstrap: str, penv0: PipelineEnv
+) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    penv = penv0
+    s = penv.settings()
+    changelog = changelog_topic(s.app_id, "state-share")
+    assert penv.siyu("topics").returncode == 0
+    admin = admin_client(kafka_bootstrap)
+    try:
+        assert int(topic_configs(admin, changelog)["max.message.bytes"]) == s.max_state_bytes
+        # A changelog from before this limit existed: Kafka's default (about 1 MiB).
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, changelog, {"max.message.bytes": "1048588"})],
+            incremental=True,
+        )
+        again = penv.siyu("topics")
+        assert again.returncode == 0, again.stderr
+        assert int(topic_configs(admin, changelog)["max.message.bytes"]) == s.max_state_bytes
+        # A larger limit set by the operator is left alone.
+        bigger = str(s.max_state_bytes * 2)
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, changelog, {"max.message.bytes": bigger})],
+            incremental=True,
+        )
+        assert penv.siyu("topics").returncode == 0
+        assert topic_configs(admin, changelog)["max.message.bytes"] == bigger
+    finally:
+        admin.close()

@@ -288,3 +288,49 @@ def test_rocksdb_tables_survive_a_restart_and_give_the_same_result(
     for db in databases:
         newest = max(db.glob("OPTIONS-*"), key=lambda f: int(f.name.split("-")[1]))
         assert f"write_buffer_size={5 << 20}" in newest.read_text().split(), db
+
+
+def test_a_share_clicked_by_40000_users_is_stored_and_equals_the_batch_oracle(
+    penv: PipelineEnv, tmp_path: Path
+) -> None:
+    """A share keeps every user who clicked it within the window (to answer them if the
+    share's chain changes): 40,000 of them make a 1.3 MB state, past Kafka's default record
+    limit of 1 MiB. The broker refused that changelog record, and the worker retried the
+    batch for ever, every partition stuck behind it."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
+
+    # Whole seconds, as ClickHouse's DateTime keeps them.
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).replace(microsecond=0)
+    common = {"schema_version": 1, "brand_id": "acme", "channel": "wechat_group"}
+    events: list[Event] = [
+        ShareEvent(
+            event_id="share", type="share", user_id="kol-fan", occurred_at=start,
+            share_id="viral", kol_id="kol-1", **common,
+        )
+    ]  # fmt: skip
+    clickers = 40_000
+    for i in range(clickers):
+        events.append(
+            ClickEvent(
+                event_id=f"click-{i}", type="click", user_id=f"u-{i:08x}", share_id="viral",
+                occurred_at=start + dt.timedelta(seconds=1 + i), **common,
+            )
+        )  # fmt: skip
+    events.append(
+        PurchaseEvent(
+            event_id="order-1", type="purchase", user_id="u-00000007", order_id="order-1",
+            amount=Decimal("99.50"), currency="CNY", share_id="viral",
+            occurred_at=start + dt.timedelta(seconds=clickers + 10), **common,
+        )
+    )  # fmt: skip
+    expected = recompute(events)
+    topics = penv.siyu("topics")
+    assert topics.returncode == 0, topics.stderr
+    send(penv, events, per_message=500)
+    with running_worker(penv, tmp_path / "worker.log"):
+        wait_for(lambda: quiescent(penv), 300, "the pipeline to go quiet", interval=0.5)
+    assert_equals_oracle(penv, expected)
+    assert expected.credits, "the purchase through the share was credited"
