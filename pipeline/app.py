@@ -21,6 +21,7 @@ from pipeline import metrics
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from pipeline.sink.service import SinkService
+from pipeline.transport import App
 
 if TYPE_CHECKING:
     from pipeline.topology import Topology
@@ -32,7 +33,7 @@ def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for ``settings`` with the whole topology registered."""
     from pipeline import topology
 
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=settings.kafka_broker_urls,
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",

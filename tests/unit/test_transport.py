@@ -1,0 +1,128 @@
+"""pipeline/transport.py: a fetched message is delivered at once when nothing has to wait,
+and a delivery that waits behaves as in Faust's race (finishes, or is abandoned when the
+flow is suspended). The consumer is the app's real one; nothing connects to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.app import create_app
+from pipeline.settings import load_settings
+from pipeline.transport import Consumer
+
+
+def consumer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
+    c = create_app(load_settings()).consumer
+    assert isinstance(c, Consumer)
+    return c
+
+
+def full_queue() -> asyncio.Queue[int]:
+    """A queue of one place, taken by 1: a put waits until someone gets."""
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    queue.put_nowait(1)
+    return queue
+
+
+def test_a_delivery_that_need_not_wait_runs_at_once_and_leaves_no_task(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    delivered: list[int] = []
+
+    async def deliver(n: int) -> int:
+        delivered.append(n)
+        return n * 2
+
+    async def main() -> None:
+        c = consumer(monkeypatch, tmp_path)
+        tasks = len(asyncio.all_tasks())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "coroutine ... was never awaited" would fail
+            waiting = c.wait_first(deliver(1), c.suspend_flow.wait())
+            # It finishes in its first step: no task, no turn of the event loop.
+            with pytest.raises(StopIteration) as finished:
+                waiting.send(None)
+            gc.collect()
+        result = finished.value.value
+        assert result.results == [2] and not result.stopped
+        assert delivered == [1]
+        assert len(asyncio.all_tasks()) == tasks
+
+    asyncio.run(main())
+
+
+def test_a_delivery_into_a_full_queue_waits_for_room_then_finishes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        c, queue = consumer(monkeypatch, tmp_path), full_queue()
+        steps: list[str] = []
+
+        async def deliver() -> str:
+            steps.append("start")
+            await queue.put(2)  # full: waits until the reader below takes 1
+            await asyncio.sleep(0)  # a bare yield on the way
+            steps.append("put")
+            return "done"
+
+        async def reader() -> list[int]:
+            await asyncio.sleep(0.05)
+            return [await queue.get(), await queue.get()]
+
+        read = asyncio.ensure_future(reader())
+        result = await c.wait_first(deliver(), c.suspend_flow.wait())
+        assert result.results == ["done"]
+        assert steps == ["start", "put"]
+        assert await read == [1, 2]
+
+    asyncio.run(main())
+
+
+def test_a_waiting_delivery_is_abandoned_when_the_flow_is_suspended(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        c, queue = consumer(monkeypatch, tmp_path), full_queue()
+        seen: list[str] = []
+
+        async def deliver() -> None:
+            try:
+                await queue.put(2)
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            seen.append("put")
+
+        async def rebalance() -> None:
+            await asyncio.sleep(0.05)
+            c.suspend_flow.set()
+
+        suspending = asyncio.ensure_future(rebalance())
+        await c.wait_first(deliver(), c.suspend_flow.wait())
+        await suspending
+        await asyncio.sleep(0.01)  # the abandoned delivery's cancellation runs
+        assert seen == ["cancelled"]
+        assert queue.qsize() == 1 and queue.get_nowait() == 1
+
+    asyncio.run(main())
+
+
+def test_a_delivery_that_fails_raises_from_wait_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async def deliver() -> None:
+        raise ValueError("undecodable")
+
+    async def main() -> None:
+        c = consumer(monkeypatch, tmp_path)
+        with pytest.raises(ValueError, match="undecodable"):
+            await c.wait_first(deliver(), c.suspend_flow.wait())
+
+    asyncio.run(main())
