@@ -45,6 +45,8 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication,
         topic_allow_declare=True,
         table_standby_replicas=settings.standby_replicas,
+        # Restores and standby replicas read changelogs a take at a time, not a record.
+        TableManager="pipeline.recovery:TableManager",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         # Batch changelog and output records instead of one request per record.

@@ -334,3 +334,74 @@ def test_a_share_clicked_by_40000_users_is_stored_and_equals_the_batch_oracle(
         wait_for(lambda: quiescent(penv), 300, "the pipeline to go quiet", interval=0.5)
     assert_equals_oracle(penv, expected)
     assert expected.credits, "the purchase through the share was credited"
+
+
+def _rocksdb_contents(db: Path) -> dict[bytes, bytes]:
+    """A table partition's RocksDB database, read-only, without Faust's offset key."""
+    from rocksdict import AccessType, Options, Rdict
+
+    handle = Rdict(str(db), options=Options(raw_mode=True), access_type=AccessType.read_only())
+    try:
+        return {k: v for k, v in handle.items() if k != b"__faust\0offset__"}
+    finally:
+        handle.close()
+
+
+def test_standby_copies_equal_their_actives_and_a_survivor_carries_on_from_them(
+    penv: PipelineEnv, small_scenario: Scenario, tmp_path: Path
+) -> None:
+    """Two RocksDB workers, each keeping a standby replica of the other's table partitions,
+    which pipeline/recovery.py applies from the changelogs a take at a time. After the first
+    half, every partition has a copy in both workers' data directories, and the two are
+    equal. Then one worker is killed and the other carries on from its standby copies:
+    the result equals the oracle."""
+    expected = recompute(small_scenario.arrival)
+    half = len(small_scenario.arrival) // 2
+    data = Path(penv.settings().data_dir)
+
+    def start(name: str, log: str) -> Worker:
+        return Worker(
+            penv,
+            tmp_path / log,
+            SIYU_STORE="rocksdb",
+            SIYU_STANDBY_REPLICAS="1",
+            SIYU_DATA_DIR=str(data / name),
+        )
+
+    w1, w2 = start("w1", "w1.log"), start("w2", "w2.log")
+    try:
+        w1.wait_ready()
+        w2.wait_ready()
+        send_paced(penv, small_scenario.arrival[:half])
+        # Both at once: a worker left alone would take the other's partitions over and
+        # move their watermarks on.
+        for w in (w1, w2):
+            w.proc.send_signal(signal.SIGTERM)
+        for w in (w1, w2):
+            w.proc.wait(timeout=60)
+    finally:
+        w1.stop()
+        w2.stop()
+    copies = [{db.name: db for db in (data / name).rglob("*.db")} for name in ("w1", "w2")]
+    n = penv.settings().topic_partitions
+    tables = ("state-user", "state-share", "state-sharer", "ingest-offsets")
+    assert set(copies[0]) == set(copies[1]) == {f"{t}-{p}.db" for t in tables for p in range(n)}
+    users = 0
+    for name, db in copies[0].items():
+        contents = _rocksdb_contents(db)
+        assert contents == _rocksdb_contents(copies[1][name]), name
+        users += len(contents) if name.startswith("state-user") else 0
+    assert users > 100, "the first half's users are in the tables"
+
+    w1, w2 = start("w1", "w1-again.log"), start("w2", "w2-again.log")
+    try:
+        w1.wait_ready()
+        w2.wait_ready()
+        assert w1.stop(signal.SIGKILL) == -signal.SIGKILL
+        send_paced(penv, small_scenario.arrival[half:])
+    finally:
+        w1.stop()
+        w2.stop()
+    assert_equals_oracle(penv, expected)
+    for log in tmp_path.glob("w*.log"):
+        assert "changelog records failed" not in log.read_text(), log
