@@ -248,8 +248,9 @@ def markdown(results: dict[str, Any]) -> str:
         if sc.get("standby_cpu_ratio") is not None:
             lines += [
                 f"With one standby replica, two workers used {sc['standby_cpu_ratio']:.2f}× the "
-                "CPU per event of two workers without: each also replays the other's table "
-                "changelogs, record by record, through Faust.",
+                "CPU per event of two workers without: each also reads the other's table "
+                'changelogs, about one record per event (docs/streaming.md, "Reading '
+                'changelogs back").',
                 "",
             ]
     if "state" in results:

@@ -16,8 +16,8 @@ local stack must be up. Each run, in a fresh namespace (:mod:`bench.namespace`):
 
 Reported per configuration: events/s, the ratio to one worker in the same round, and the
 CPU per event of all workers together. That last figure is what a deployment pays per
-event, whatever the number of machines: a standby copy is kept warm by replaying its
-table's changelog, record by record, through Faust on another worker.
+event, whatever the number of machines: a standby copy is kept warm by reading its
+table's changelog, about one record per event, on another worker.
 
 The workers share this machine's cores with each other and with Kafka and ClickHouse, so
 the events/s of two workers say little about two machines; the CPU per event does.
