@@ -72,7 +72,7 @@ clean: down ## Remove the virtualenv and local state (not the Maven cache)
 bench: migrate ## Issue 8's benchmark: one worker vs the ceiling, latency, state size (BENCH_ARGS=--help)
 	$(PY) -m bench $(BENCH_ARGS)
 
-profile: migrate ## Where one worker's time goes: py-spy on a backlog (BENCH_ARGS=--help)
+profile: migrate ## Where one worker's time goes: py-spy on a backlog or live traffic (BENCH_ARGS=--help)
 	$(PY) -m bench.profile $(BENCH_ARGS)
 
 COMPOSE := docker compose -f deploy/compose/compose.yaml
