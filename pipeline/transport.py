@@ -28,9 +28,12 @@ from mode.services import WaitResults
 
 async def _go_on(delivery: Coroutine[Any, Any, Any], waiting: Any) -> Any:
     """Run ``delivery`` on from where it stopped to wait for ``waiting``: as an asyncio task
-    would, wait for it, then resume the coroutine (which reads the future's outcome
-    itself), or throw in what interrupted the wait (a cancellation)."""
+    would, wait for it, then resume the coroutine, or throw in what ended the wait: the
+    future's exception, or a cancellation, even one that came as the future finished (a
+    task cancelled then does not go on either)."""
     while True:
+        resume: Any
+        value: Any
         try:
             if waiting is None:  # a bare yield: the coroutine let the loop run once
                 await asyncio.sleep(0)
@@ -40,11 +43,7 @@ async def _go_on(delivery: Coroutine[Any, Any, Any], waiting: Any) -> Any:
                 waiting._asyncio_future_blocking = False
                 await waiting
         except BaseException as exc:
-            if waiting is not None and waiting.done():
-                resume: Any = delivery.send
-                value: Any = None
-            else:
-                resume, value = delivery.throw, exc
+            resume, value = delivery.throw, exc
         else:
             resume, value = delivery.send, None
         try:

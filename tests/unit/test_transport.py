@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.app import create_app
 from pipeline.settings import load_settings
-from pipeline.transport import Consumer
+from pipeline.transport import Consumer, _go_on
 
 
 def consumer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
@@ -124,5 +124,53 @@ def test_a_delivery_that_fails_raises_from_wait_first(
         c = consumer(monkeypatch, tmp_path)
         with pytest.raises(ValueError, match="undecodable"):
             await c.wait_first(deliver(), c.suspend_flow.wait())
+
+    asyncio.run(main())
+
+
+def test_a_delivery_cancelled_as_its_wait_ends_stops_as_a_task_would() -> None:
+    """The flow is suspended in the same turn as the delivery's wait ends: a task would be
+    cancelled at that point, not go on and put a message after the suspension."""
+    went_on: list[bool] = []
+
+    async def deliver(room: asyncio.Future[None]) -> None:
+        await room
+        went_on.append(True)
+
+    async def main() -> None:
+        room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivery = deliver(room)
+        waiting = delivery.send(None)  # it waits for room
+        task = asyncio.ensure_future(_go_on(delivery, waiting))
+        await asyncio.sleep(0)  # the task now waits for room too
+        room.set_result(None)
+        task.cancel()  # before the task runs again
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert went_on == []
+
+    asyncio.run(main())
+
+
+def test_a_wait_that_fails_raises_inside_the_delivery_where_it_waited() -> None:
+    seen: list[str] = []
+
+    async def deliver(room: asyncio.Future[None]) -> str:
+        try:
+            await room
+        except ValueError as err:
+            seen.append(str(err))
+            return "handled"
+        return "not raised"
+
+    async def main() -> None:
+        room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivery = deliver(room)
+        waiting = delivery.send(None)
+        task = asyncio.ensure_future(_go_on(delivery, waiting))
+        await asyncio.sleep(0)
+        room.set_exception(ValueError("no room"))
+        assert await task == "handled"
+        assert seen == ["no room"]
 
     asyncio.run(main())
