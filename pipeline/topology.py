@@ -278,8 +278,9 @@ class Topology:
 
     async def _confirm_watermark(self) -> None:
         """Advance the announced watermark as the by-* topics are processed (see
-        pipeline/watermarks.py), and tell every state partition when it moved while no
-        events came (or the last ones' progress would never be announced)."""
+        pipeline/watermarks.py), and tell every state partition when it moved: a partition
+        no events reach would not hear of it otherwise, nor would any partition of the last
+        events' progress."""
         s = self.s
         published = dict(self._published_progress)
         if not published:
