@@ -11,9 +11,12 @@ In one run, with Kafka and ClickHouse up (``make up``):
 3. **scaling out** (:mod:`bench.scaling`): the same backlog through one worker, two workers
    with one standby replica (the default) and two without; events/s, and the CPU per event
    of all workers together;
-4. **state size** (:mod:`bench.worker_state`, :mod:`bench.state_size`): a worker's memory,
+4. **live CPU by offered rate** (:mod:`bench.rates`): one worker on live traffic at a few
+   rates; its CPU per event at each, and the split into what any worker with traffic pays
+   and what each event adds;
+5. **state size** (:mod:`bench.worker_state`, :mod:`bench.state_size`): a worker's memory,
    RocksDB and changelog bytes per 100,000 users, and the pure core's figure;
-5. **domain core alone** (:mod:`bench.domain_bench`): events per CPU second of the steps.
+6. **domain core alone** (:mod:`bench.domain_bench`): events per CPU second of the steps.
 
 Repeated figures are medians with min/max. One JSON and one Markdown file go to
 ``bench/results/`` (named by the UTC start time); the table is printed with the ratio to
@@ -30,7 +33,7 @@ import statistics
 import sys
 import time
 
-from bench import latency, report, scaling, throughput, worker_state
+from bench import latency, rates, report, scaling, throughput, worker_state
 from bench.backlog import SDK_BATCH
 from bench.namespace import exit_cleanly_on_sigterm
 
@@ -72,6 +75,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--latency-poll", type=float, default=0.1, help="poll period, seconds")
     parser.add_argument("--scaling-events", type=int, default=30_000, help="per scaling run")
     parser.add_argument("--scaling-rounds", type=int, default=2, help="rounds of all setups")
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=list(rates.RATES), help="offered events/s"
+    )
+    parser.add_argument("--rates-seconds", type=float, default=20.0, help="of traffic per run")
+    parser.add_argument("--rates-rounds", type=int, default=1, help="rounds of all rates")
     parser.add_argument("--state-events", type=int, default=20_000, help="per state run (2 halves)")
     parser.add_argument("--state-users", type=int, default=5_000, help="user ids per brand")
     parser.add_argument(
@@ -93,13 +101,16 @@ def parse() -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["throughput", "latency", "scaling", "state", "domain"],
+        choices=["throughput", "latency", "scaling", "rates", "state", "domain"],
         help="leave a part out (repeatable)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--kafka", default="127.0.0.1:19092")
     parser.add_argument("--clickhouse-port", type=int, default=19000)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if "rates" not in args.skip and (len(set(args.rates)) < 2 or min(args.rates) <= 0):
+        parser.error("--rates takes two different rates above 0 at least")
+    return args
 
 
 def progress(message: str) -> None:
@@ -152,6 +163,15 @@ def main() -> int:
         )
         results["scaling"] = scaling.runs(
             args.kafka, args.clickhouse_port, args.scaling_events, args.scaling_rounds
+        )
+
+    if "rates" not in args.skip:
+        progress(
+            f"rates: {args.rates_rounds} round(s) of {len(args.rates)} rates, "
+            f"{args.rates_seconds:g} s of live traffic each"
+        )
+        results["rates"] = rates.runs(
+            args.kafka, args.clickhouse_port, args.rates, args.rates_seconds, args.rates_rounds
         )
 
     if "state" not in args.skip:

@@ -135,6 +135,20 @@ def scaling_table(sc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def rates_table(ra: dict[str, Any]) -> list[str]:
+    lines = [
+        "| offered events/s | CPU per event, µs (min–max) | cores while traffic flows (min–max) |",
+        "|---:|---:|---:|",
+    ]
+    for r in ra["rates"]:
+        cpu, cores = r["summary"]["cpu_us_per_event"], r["summary"]["cores"]
+        lines.append(
+            f"| {_fmt(r['rate'])} | {_fmt(cpu['median'])} ({_fmt(cpu['min'])}–{_fmt(cpu['max'])}) "
+            f"| {cores['median']:.2f} ({cores['min']:.2f}–{cores['max']:.2f}) |"
+        )
+    return lines
+
+
 def state_table(st: dict[str, Any]) -> list[str]:
     workers, p = st["workers"], st["pure"]
     lines = ["| figure | MiB per 100k users | what it is |", "|---|---:|---|"]
@@ -253,6 +267,19 @@ def markdown(results: dict[str, Any]) -> str:
                 'changelogs back").',
                 "",
             ]
+    if "rates" in results:
+        ra = results["rates"]
+        lines += [
+            f"## Live CPU by offered rate, one worker ({ra['seconds']:g} s of traffic per run, "
+            f"{ra['rounds']} round(s))",
+            "",
+            *rates_table(ra),
+            "",
+            f"A line through all runs: **{ra['fixed_cores']:.2f} of a core with any traffic, "
+            f"plus {ra['us_per_event']:.0f} µs per event**. Batches close on window timers, so "
+            "the machinery they pay runs about as often at any rate (bench/rates.py).",
+            "",
+        ]
     if "state" in results:
         st = results["state"]
         lines += [
