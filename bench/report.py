@@ -135,6 +135,20 @@ def scaling_table(sc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def standby_sentence(ratio: float) -> str:
+    """What the scaling runs say of a standby replica's cost: a ratio of CPU per event."""
+    said = f"With one standby replica, two workers used {ratio:.2f}× the CPU per event of two "
+    if ratio > 1:
+        return said + (
+            "workers without: each also reads the other's table changelogs, about one record "
+            'per event (docs/streaming.md, "Reading changelogs back").'
+        )
+    return said + (
+        "workers without, so no cost of the standby showed in this run: the runs varied more "
+        "than it (about a sixth in A/B runs of more rounds, docs/sizing.md)."
+    )
+
+
 def rates_table(ra: dict[str, Any]) -> list[str]:
     lines = [
         "| offered events/s | CPU per event, µs (min–max) | cores while traffic flows (min–max) |",
@@ -260,13 +274,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ]
         if sc.get("standby_cpu_ratio") is not None:
-            lines += [
-                f"With one standby replica, two workers used {sc['standby_cpu_ratio']:.2f}× the "
-                "CPU per event of two workers without: each also reads the other's table "
-                'changelogs, about one record per event (docs/streaming.md, "Reading '
-                'changelogs back").',
-                "",
-            ]
+            lines += [standby_sentence(sc["standby_cpu_ratio"]), ""]
     if "rates" in results:
         ra = results["rates"]
         lines += [
