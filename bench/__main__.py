@@ -108,8 +108,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--kafka", default="127.0.0.1:19092")
     parser.add_argument("--clickhouse-port", type=int, default=19000)
     args = parser.parse_args()
-    if "rates" not in args.skip and (len(set(args.rates)) < 2 or min(args.rates) <= 0):
-        parser.error("--rates takes two different rates above 0 at least")
+    if "rates" not in args.skip and (problem := rates.rates_problem(args.rates)):
+        parser.error(problem)
     return args
 
 

@@ -181,13 +181,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.live is not None and args.live <= 0:
         parser.error("--live takes a rate above 0 events/s")
+    if args.users is not None and args.users < 1:
+        parser.error("--users takes at least 1")
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         sys.exit("py-spy is not installed: pip install 'siyu[dev]' (make install does)")
     exit_cleanly_on_sigterm()
     users = args.users if args.users is not None else max(200, args.events // 20)
-    if users < 1:
-        parser.error("--users takes at least 1")
     events = scenario_events(args.events, n_users=users)
     meta = report.meta(
         events=len(events), users=users_of(events), sdk_batch=args.sdk_batch, live_rate=args.live

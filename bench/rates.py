@@ -32,6 +32,13 @@ from tests.integration.pipeline_env import wait_for
 RATES = (500.0, 1_000.0, 2_000.0)
 
 
+def rates_problem(rates: Sequence[float]) -> str | None:
+    """Why ``rates`` cannot give a line (before minutes of runs find out), or None."""
+    if len(set(rates)) < 2 or min(rates) <= 0:
+        return "--rates takes two different rates above 0 at least"
+    return None
+
+
 def fit(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """The least-squares line ``cores = fixed + per_event × rate`` through ``(rate, cores)``
     points: ``(fixed cores, µs per event)``. Needs two different rates at least."""
@@ -69,8 +76,8 @@ def runs(
     kafka: str, clickhouse_port: int, rates: Sequence[float], seconds: float, rounds: int
 ) -> dict[str, Any]:
     """``rounds`` rounds of one run per rate, and the line through all of them."""
-    if len(set(rates)) < 2:
-        raise ValueError("give two different rates at least")
+    if problem := rates_problem(rates):
+        raise ValueError(problem)
     by_rate: dict[float, list[dict[str, Any]]] = {r: [] for r in rates}
     for k in range(rounds):
         for rate in rates:
@@ -101,8 +108,8 @@ def main() -> None:
     parser.add_argument("--kafka", default="127.0.0.1:19092")
     parser.add_argument("--clickhouse-port", type=int, default=19000)
     args = parser.parse_args()
-    if len(set(args.rates)) < 2 or min(args.rates) <= 0:
-        parser.error("--rates takes two different rates above 0 at least")
+    if problem := rates_problem(args.rates):
+        parser.error(problem)
     exit_cleanly_on_sigterm()
     started = time.monotonic()
     rates = runs(args.kafka, args.clickhouse_port, args.rates, args.seconds, args.rounds)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import report
-from bench.rates import fit
+from bench.rates import fit, rates_problem, runs
 
 
 @given(
@@ -54,3 +54,11 @@ def test_the_report_has_a_row_per_rate_and_the_split() -> None:
     assert "| 500 | 440 (430–450) | 0.22 (0.21–0.23) |" in text
     assert "| 2,000 | 215 (210–220) | 0.43 (0.42–0.44) |" in text
     assert "0.15 of a core with any traffic, plus 140 µs per event" in text
+
+
+def test_rates_that_cannot_give_a_line_are_refused_before_any_run() -> None:
+    assert rates_problem([500, 1000, 2000]) is None
+    assert rates_problem([500, 500]) is not None
+    assert rates_problem([0, 1000]) is not None
+    with pytest.raises(ValueError, match="two different rates"):
+        runs("127.0.0.1:9", 9, [1000], seconds=1, rounds=1)  # no stack is touched
