@@ -1,11 +1,13 @@
 """pipeline/transport.py: a fetched message is delivered at once when nothing has to wait,
 and a delivery that waits behaves as in Faust's race (finishes, or is abandoned when the
-flow is suspended). The consumer is the app's real one; nothing connects to Kafka."""
+flow is suspended); the consumer's calls run on the worker's own loop. The consumer is the
+app's real one; nothing connects to Kafka (tests/integration/test_consumer_loop.py does)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -172,5 +174,32 @@ def test_a_wait_that_fails_raises_inside_the_delivery_where_it_waited() -> None:
         room.set_exception(ValueError("no room"))
         assert await task == "handled"
         assert seen == ["no room"]
+
+    asyncio.run(main())
+
+
+def test_a_consumer_call_runs_where_it_is_awaited_with_nothing_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Faust hands each call to the consumer's own thread through a queue, answered only
+    # once that thread runs; siyu's consumer runs on the worker's loop, so a call is a
+    # plain await, of a coroutine function or a plain one.
+    seen: list[tuple[int, asyncio.AbstractEventLoop]] = []
+
+    async def fetch(n: int) -> int:
+        seen.append((threading.get_ident(), asyncio.get_running_loop()))
+        return n + 1
+
+    def position(n: int) -> int:
+        seen.append((threading.get_ident(), asyncio.get_running_loop()))
+        return n * 10
+
+    async def main() -> None:
+        thread = consumer(monkeypatch, tmp_path)._thread
+        assert await asyncio.wait_for(thread.call_thread(fetch, 1), 5) == 2
+        assert await asyncio.wait_for(thread.call_thread(position, n=3), 5) == 30
+        here = (threading.get_ident(), asyncio.get_running_loop())
+        assert seen == [here, here]
+        assert thread.thread_loop is asyncio.get_running_loop()
 
     asyncio.run(main())
