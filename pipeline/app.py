@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> faust.App:
         _register_watchdog(app, topo, settings)
     if settings.memory_trim_s > 0:
         _register_memory_trim(app, settings.memory_trim_s)
+    _register_loop_lag(app, settings)
     return app
 
 
@@ -195,6 +196,16 @@ def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
             )
             logging.shutdown()
             os._exit(STALL_EXIT_CODE)
+
+
+def _register_loop_lag(app: faust.App, s: Settings) -> None:
+    """Measure the event loop's lag (``siyu_event_loop_lag_seconds``); warn at half the
+    session timeout, before a busy loop costs the worker its partitions."""
+    from pipeline.watchdog import watch_loop_lag
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def loop_lag() -> None:
+        await watch_loop_lag(metrics.record_loop_lag, s.session_timeout_s / 2)
 
 
 def _register_health(app: faust.App, sink: SinkService) -> None:

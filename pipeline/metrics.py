@@ -73,6 +73,8 @@ VISIBLE_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 
 INSERT_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_ROWS_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
+#: How late the event loop woke: a few ms when healthy, up to a session timeout and beyond.
+LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class BatchHistogram(Collector):
@@ -223,6 +225,13 @@ BATCH_DURATION = Histogram(
     "Wall time of one agent batch (or part of one), until its output was confirmed by Kafka.",
     ["agent"],
     buckets=BATCH_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG = Histogram(
+    "siyu_event_loop_lag_seconds",
+    "How much later than asked the worker's event loop woke a sleeper (four looks a "
+    "second): how long it ran without a break. Kafka heartbeats run on this loop.",
+    buckets=LOOP_LAG_BUCKETS,
     registry=REGISTRY,
 )
 STATE_KEYS = Gauge(
@@ -464,6 +473,10 @@ def record_state_cache(processor: str, lookups: int, misses: int, evicted: int) 
 
 
 # -- Sampled gauges -------------------------------------------------------------------------
+
+
+def record_loop_lag(seconds: float) -> None:
+    EVENT_LOOP_LAG.observe(seconds)
 
 
 def set_consumer_lag(lags: Iterable[tuple[str, int, int]]) -> None:

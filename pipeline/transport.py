@@ -97,7 +97,9 @@ class SameLoopConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     What the thread bought is that heartbeats go on while the worker's loop is busy; here
     they share that loop, which is why the agents yield between every thousand steps: a
     loop blocked longer than the session timeout (``SIYU_SESSION_TIMEOUT_S``) loses the
-    worker's partitions to the others, as a stuck worker should.
+    worker's partitions to the others, as a stuck worker should. The worker measures its
+    loop's lag (``siyu_event_loop_lag_seconds``, pipeline/watchdog.py) and warns at half
+    the session timeout.
     """
 
     def __init__(self, consumer: Any, *, loop: Any = None, **kwargs: Any) -> None:

@@ -1,4 +1,5 @@
-"""A worker that stops making progress exits, so its supervisor restarts it.
+"""A worker that stops making progress exits, so its supervisor restarts it; and a worker
+watches its event loop, which Kafka heartbeats share (:func:`watch_loop_lag`).
 
 Rarely (about one restart after a SIGKILL in ten, in the tests), a Faust worker recovers its
 tables, reports ready with every partition assigned, and then consumes nothing. The cause is
@@ -15,6 +16,7 @@ sink is not watched: when ClickHouse is down, pausing is its job.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +29,35 @@ log = logging.getLogger(__name__)
 STALL_EXIT_CODE = 75
 
 Partition = tuple[str, int]
+
+#: Seconds between two looks at the event loop's lag.
+LOOP_LAG_EVERY_S = 0.25
+
+
+async def watch_loop_lag(
+    record: Callable[[float], None], warn_after_s: float, every_s: float = LOOP_LAG_EVERY_S
+) -> None:
+    """For ever: sleep ``every_s`` and ``record`` how much later than that the loop woke,
+    which is how long something ran on it without a break.
+
+    The worker's Kafka consumer, heartbeats included, runs on this loop
+    (pipeline/transport.py): a loop busy for the session timeout loses the worker's
+    partitions to the others. A lag of ``warn_after_s`` or more is logged as a warning, so
+    the cause shows before that happens.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(every_s)
+        lag = max(0.0, loop.time() - before - every_s)
+        record(lag)
+        if lag >= warn_after_s:
+            log.warning(
+                "the event loop ran %.1f s late: something held it that long, and Kafka "
+                "heartbeats waited with it (a worker silent for SIYU_SESSION_TIMEOUT_S "
+                "loses its partitions)",
+                lag,
+            )
 
 
 @dataclass

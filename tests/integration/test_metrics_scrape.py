@@ -131,5 +131,7 @@ def test_worker_metrics_count_what_was_sent(penv: PipelineEnv, tmp_path: Path) -
     assert by(samples, "siyu_sink_rows_inserted_total", "table")[("dead_letters",)] == len(BAD)
     visible = by(samples, "siyu_visible_latency_seconds_count", "table")
     assert visible[("events",)] == len(scenario.arrival)
+    # The worker watched its event loop all along, four looks a second.
+    assert sum(by(samples, "siyu_event_loop_lag_seconds_count").values()) >= 4
     # Every user's state (waited for above), plus at most one watermark entry per partition.
     assert user_state_keys(samples) <= len(users) + s.topic_partitions

@@ -1,8 +1,15 @@
-"""The stall watchdog's rule: input waiting and no committed progress for the timeout."""
+"""The stall watchdog's rule: input waiting and no committed progress for the timeout; and
+the event loop's lag, measured and warned about."""
 
 from __future__ import annotations
 
-from pipeline.watchdog import StallWatchdog
+import asyncio
+import logging
+import time
+
+import pytest
+
+from pipeline.watchdog import StallWatchdog, watch_loop_lag
 
 TP = ("siyu.by-user", 0)
 OTHER = ("siyu.events", 1)
@@ -67,3 +74,30 @@ def test_reset_forgets_the_waiting_time() -> None:
     assert dog.observe({TP: 10}, {TP: 50}) == []
     clock.now = 160
     assert dog.observe({TP: 10}, {TP: 50}) != []
+
+
+def test_the_loop_lag_is_how_long_the_loop_was_held_and_a_long_hold_is_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lags: list[float] = []
+
+    async def main() -> None:
+        watcher = asyncio.ensure_future(watch_loop_lag(lags.append, 0.2, every_s=0.02))
+        while len(lags) < 3:  # a free loop first
+            await asyncio.sleep(0.01)
+        time.sleep(0.3)  # holds the loop, as a long synchronous step would
+        held = len(lags)
+        while len(lags) < held + 2:
+            await asyncio.sleep(0.01)
+        watcher.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.watchdog"):
+        asyncio.run(main())
+    # The watcher was asleep when the hold began, due 0.02 s later; it woke after the hold.
+    longest = max(lags)
+    assert longest >= 0.28
+    # Each lag of 0.2 s or more, and only those, is warned about (one, unless the machine
+    # itself held the loop too).
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == sum(lag >= 0.2 for lag in lags) >= 1
+    assert any(f"{longest:.1f} s late" in w for w in warnings)
