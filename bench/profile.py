@@ -13,9 +13,9 @@ plans with, and its batches are smaller than a backlog's. Reported, and written 
 - the worker's CPU per event over the run (from ``/proc``), to turn shares into µs;
 - the share of samples, and µs per event, of each **part** of the worker. A sample counts
   for the first part, in the order of :data:`PARTS`, that has a function on its stack;
-- the share of samples of each **thread**: the event loop that runs the agents, the one
-  Faust runs the Kafka consumer in, the sink's ClickHouse insert thread, the rest. Only
-  the first runs siyu's processing, and it can use one core at most. py-spy counts a
+- the share of samples of each **thread**: the event loop that runs the agents and the
+  Kafka clients (pipeline/transport.py), the sink's ClickHouse insert thread, the rest.
+  Only the first runs siyu's processing, and it can use one core at most. py-spy counts a
   thread as busy in some waits (kafka-python's network thread in ``select``), so the
   shares of the quiet threads are upper bounds;
 - the functions and the modules with the most samples of their own (self time).
@@ -60,8 +60,7 @@ OTHER = "Faust, aiokafka, asyncio and threads (everything else)"
 
 #: (thread, functions that only that thread runs), first match wins.
 THREADS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("event loop: agents, producer, sink consumer", ("pipeline/cli.py",)),
-    ("Faust's Kafka consumer thread", ("mode/threads.py",)),
+    ("event loop: agents, Kafka consumer and producer, sink", ("pipeline/cli.py",)),
     ("ClickHouse insert thread", ("ClickHouseWriter._insert_sync",)),
 )
 OTHER_THREADS = "other threads (kafka-python's admin clients, thread pools)"

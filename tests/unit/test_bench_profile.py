@@ -39,24 +39,23 @@ def test_a_sample_counts_for_the_first_part_on_its_stack(tmp_path: Path) -> None
 
 def test_a_sample_counts_for_the_thread_that_runs_its_stack(tmp_path: Path) -> None:
     main = "<module> (pipeline/cli.py:200);run_forever (asyncio/base_events.py:607)"
-    faust_thread = "ServiceThread._start_thread (mode/threads.py:211)"
+    # The Kafka consumer's fetches run on the event loop (pipeline/transport.py).
     fetch = "Fetcher._proc_fetch_request (aiokafka/consumer/fetcher.py:747)"
     thread = "Thread.run (threading.py:982)"
     insert = f"{thread};ClickHouseWriter._insert_sync (pipeline/sink/writer.py:87)"
     admin = f"{thread};NetworkSelector.run_forever (kafka/net/selector.py:239)"
     raw = tmp_path / "samples.txt"
     raw.write_text(
-        f"{main};Topology._state_batch (pipeline/topology.py:296) 5\n"
-        f"{thread};{faust_thread};{fetch} 2\n"
+        f"{main};Topology._state_batch (pipeline/topology.py:296) 3\n"
+        f"{main};{fetch} 2\n"
         f"{insert} 2\n"
-        f"{admin} 1\n"
+        f"{admin} 3\n"
     )
     got = analyse(raw, top=5)["threads"]
     assert got == {
-        "event loop: agents, producer, sink consumer": 0.5,
-        "Faust's Kafka consumer thread": 0.2,
+        "event loop: agents, Kafka consumer and producer, sink": 0.5,
         "ClickHouse insert thread": 0.2,
-        OTHER_THREADS: 0.1,
+        OTHER_THREADS: 0.3,
     }
 
 
@@ -69,4 +68,4 @@ def test_the_report_says_whether_the_events_came_as_a_backlog_or_live(tmp_path: 
     live = markdown({"meta": meta | {"live_rate": 1500.0}, "profile": profile})
     assert "as a backlog" in backlog and "live" not in backlog
     assert "as live traffic at 1,500 events/s" in live and "backlog" not in live
-    assert "| event loop: agents, producer, sink consumer | 100.0% | 300 |" in live
+    assert "| event loop: agents, Kafka consumer and producer, sink | 100.0% | 300 |" in live
