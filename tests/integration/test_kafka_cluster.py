@@ -19,7 +19,7 @@ from pipeline.topics import topic_configs, topic_specs
 from tests.integration import cluster
 from tests.integration.cluster import ClusterEnv
 from tests.integration.pipeline_env import running_worker, wait_for
-from tests.integration.test_topology import assert_equals_oracle
+from tests.integration.test_topology import assert_equals_oracle, in_steps
 from tests.oracle import recompute
 from tests.scenario import Event, Scenario
 
@@ -85,8 +85,7 @@ def test_a_broker_stopped_mid_stream_changes_no_result(
     kenv: ClusterEnv, small_scenario: Scenario, tmp_path: Path
 ) -> None:
     expected = recompute(small_scenario.arrival)
-    arrival = small_scenario.arrival
-    steps = [arrival[i : i + 150] for i in range(0, len(arrival), 150)]
+    steps = in_steps(small_scenario.arrival)
     middle = len(steps) // 2
     s = kenv.settings()
 

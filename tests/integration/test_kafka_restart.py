@@ -12,7 +12,13 @@ from pathlib import Path
 
 from tests.integration import stack
 from tests.integration.pipeline_env import PipelineEnv, Worker
-from tests.integration.test_topology import _STALL_TIMEOUT, assert_equals_oracle, send, settle
+from tests.integration.test_topology import (
+    _STALL_TIMEOUT,
+    assert_equals_oracle,
+    in_steps,
+    send,
+    settle,
+)
 from tests.oracle import recompute
 from tests.scenario import Scenario
 
@@ -21,8 +27,7 @@ def test_a_kafka_restart_under_traffic_loses_and_doubles_nothing(
     penv: PipelineEnv, small_scenario: Scenario, tmp_path: Path
 ) -> None:
     expected = recompute(small_scenario.arrival)
-    arrival = small_scenario.arrival
-    steps = [arrival[i : i + 150] for i in range(0, len(arrival), 150)]
+    steps = in_steps(small_scenario.arrival)
     worker = Worker(penv, tmp_path / "worker0.log", SIYU_STALL_TIMEOUT_S=_STALL_TIMEOUT)
     worker.wait_ready()
     for n, step in enumerate(steps):

@@ -45,13 +45,18 @@ def send(penv: PipelineEnv, events: list[Event], per_message: int = 40) -> None:
     producer.close()
 
 
+def in_steps(events: list[Event], per_step: int = 150) -> list[list[Event]]:
+    """``events`` cut, in order, into steps of about half a day of event time."""
+    return [events[i : i + per_step] for i in range(0, len(events), per_step)]
+
+
 def send_paced(
     penv: PipelineEnv, events: list[Event], per_step: int = 150, include_sink: bool = True
 ) -> None:
     """Send like live traffic: about half a day of event time at a time, each step waiting
     until the pipeline is quiet (a backlog sent at once has its own test)."""
-    for i in range(0, len(events), per_step):
-        send(penv, events[i : i + per_step])
+    for step in in_steps(events, per_step):
+        send(penv, step)
         wait_for(
             lambda: quiescent(penv, include_sink), 120, "the pipeline to go quiet", interval=0.3
         )
@@ -158,9 +163,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
 ) -> None:
     rng = random.Random(7)
     expected = recompute(small_scenario.arrival)
-    steps = [
-        small_scenario.arrival[i : i + 150] for i in range(0, len(small_scenario.arrival), 150)
-    ]
+    steps = in_steps(small_scenario.arrival)
     kill_at = set(rng.sample(range(1, len(steps) - 1), 3))
     worker = Worker(penv, tmp_path / "worker0.log", SIYU_STALL_TIMEOUT_S=_STALL_TIMEOUT)
     worker.wait_ready()
