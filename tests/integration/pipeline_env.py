@@ -155,11 +155,15 @@ class PipelineEnv:
     def cleanup(self) -> None:
         """Drop what this namespace left on the stack: its database, its topics (and Faust's
         changelogs), its workers' state. Topics left behind pile up on the shared broker and
-        make every restart of it slower."""
+        make every restart of it slower. First its processes still running: a test that
+        failed half-way did not stop them, and an orphaned worker would go on for ever."""
         from kafka.admin import KafkaAdminClient
 
         from pipeline.sink.clickhouse import client_from_url
 
+        for process in [p for p in _STARTED if p.app_id == f"siyu-{self.name}"]:
+            process.stop(signal.SIGKILL, timeout=10)
+            _STARTED.remove(process)
         if self.clickhouse_port:
             ch = client_from_url(self.settings().clickhouse_url, database="default")
             try:
@@ -195,12 +199,17 @@ class PipelineEnv:
         )
 
 
+#: Every ``siyu`` child process started here, until its namespace's cleanup.
+_STARTED: list[SiyuProcess] = []
+
+
 class SiyuProcess:
     """A ``siyu <command>`` child process whose web port on 127.0.0.1 answers /readyz."""
 
     def __init__(self, command: str, env: dict[str, str], log_path: Path, port: int) -> None:
         self.command = command
         self.port = port
+        self.app_id = env.get("SIYU_APP_ID")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
@@ -211,6 +220,7 @@ class SiyuProcess:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+        _STARTED.append(self)
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
