@@ -50,7 +50,7 @@ def worker() -> None:
     from faust.worker import Worker
 
     from pipeline.app import claim_data_dir, create_app, tune_gc
-    from pipeline.topics import ensure_topics, topic_specs
+    from pipeline.topics import check_session_timeout, ensure_topics, topic_specs
 
     s = _settings()
     logging.basicConfig(
@@ -61,6 +61,7 @@ def worker() -> None:
     created = ensure_topics(s.kafka_bootstrap, topic_specs(s))
     if created:
         click.echo(f"created topics: {', '.join(created)}")
+    check_session_timeout(s.kafka_bootstrap, s.session_timeout_s)
     _check_clickhouse(s)
     Path(s.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(s)

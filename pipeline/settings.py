@@ -183,7 +183,9 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Seconds before a silent worker's partitions move to the others "
-        "(consumer group session timeout): how fast a crashed worker is replaced.",
+        "(consumer group session timeout): how fast a crashed worker is replaced. Brokers "
+        "accept 6 to 1800 s by default (group.min/max.session.timeout.ms); the worker checks "
+        "at start.",
     )
     watermark_hops: int = Field(
         default=8,

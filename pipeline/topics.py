@@ -4,19 +4,21 @@ The worker calls :func:`ensure_topics` before starting: missing topics are creat
 configured partitions, replication and configs; an existing topic that disagrees (partition
 count, cleanup policy) stops the start-up with a message saying what differs, because keyed
 state would silently split across the wrong partitions otherwise. A size limit that is too
-low (the changelogs' ``max.message.bytes``) is raised in place.
+low (the changelogs' ``max.message.bytes``) is raised in place. It also checks, with
+:func:`check_session_timeout`, that the brokers accept the consumer group session timeout.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from pipeline.errors import ServiceUnavailable, TopicMismatch
+from pipeline.errors import ConfigError, ServiceUnavailable, TopicMismatch
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -176,3 +178,57 @@ def _ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> list[str]
             + ". Fix the topics or the settings; siyu will not guess."
         )
     return created
+
+
+#: The broker configs that bound a consumer group's session timeout, in milliseconds.
+MIN_SESSION = "group.min.session.timeout.ms"
+MAX_SESSION = "group.max.session.timeout.ms"
+
+
+def session_timeout_problem(seconds: float, brokers: Mapping[str, Mapping[str, str]]) -> str | None:
+    """Why Kafka would refuse ``SIYU_SESSION_TIMEOUT_S=seconds``, or None: the bounds are
+    the brokers' ``group.min/max.session.timeout.ms`` (``brokers``: each broker's configs),
+    the tightest of them, since any broker may coordinate the group."""
+    lows = [int(c[MIN_SESSION]) for c in brokers.values() if c.get(MIN_SESSION)]
+    highs = [int(c[MAX_SESSION]) for c in brokers.values() if c.get(MAX_SESSION)]
+    low, high = max(lows, default=0), min(highs, default=None)
+    ms = seconds * 1000
+    if ms >= low and (high is None or ms <= high):
+        return None
+    bounds = (
+        f"{low / 1000:g} to {high / 1000:g} s" if high is not None else f"{low / 1000:g} s or more"
+    )
+    return (
+        f"SIYU_SESSION_TIMEOUT_S={seconds:g} is outside what Kafka accepts for a consumer "
+        f"group's session, {bounds} (the brokers' {MIN_SESSION} and {MAX_SESSION}): a "
+        "worker with it would never join its group"
+    )
+
+
+def check_session_timeout(bootstrap: str, seconds: float) -> None:
+    """Raise :class:`ConfigError` when the brokers would refuse ``seconds`` as the session
+    timeout. Without this a worker starts, its join is refused (InvalidSessionTimeout, one
+    log line) and it waits for ever, never ready. If the brokers' configs cannot be read
+    (no DescribeConfigs permission), the start goes on with a warning."""
+    admin = admin_client(bootstrap)
+    try:
+        brokers = [str(b["broker_id"]) for b in admin.describe_cluster()["brokers"]]
+        result: Any = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, b) for b in brokers], config_filter="all"
+        )
+    except KafkaError as err:
+        log.warning("could not read the brokers' session timeout bounds: %s", err)
+        return
+    finally:
+        admin.close()
+    configs: dict[str, dict[str, str]] = {}
+    for by_name in result.values():
+        for broker, entries in by_name.items():
+            configs[str(broker)] = {
+                key: str(value.get("value") if isinstance(value, dict) else value)
+                for key, value in entries.items()
+                if key in (MIN_SESSION, MAX_SESSION)
+            }
+    problem = session_timeout_problem(seconds, configs)
+    if problem:
+        raise ConfigError(problem)

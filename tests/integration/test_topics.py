@@ -52,6 +52,18 @@ def test_existing_topics_that_disagree_stop_the_start_with_one_clear_line(
     assert "SIYU_TOPIC_PARTITIONS" in worker.stderr
 
 
+def test_a_session_timeout_the_brokers_refuse_stops_the_start_with_one_clear_line(
+    penv0: PipelineEnv,
+) -> None:
+    # Before the check, such a worker started, had its group join refused
+    # (InvalidSessionTimeout) and waited for ever, never ready.
+    worker = penv0.siyu("worker", SIYU_SESSION_TIMEOUT_S="1")
+    assert worker.returncode == 2
+    assert "SIYU_SESSION_TIMEOUT_S=1 is outside" in worker.stderr
+    assert "6 to 1800 s" in worker.stderr  # the local broker's defaults
+    assert "Traceback" not in worker.stderr
+
+
 def test_changelogs_take_a_state_larger_than_kafkas_default_and_a_low_limit_is_raised(
     kafka_bootstrap: str, penv0: PipelineEnv
 ) -> None:
