@@ -28,10 +28,6 @@ from pipeline.errors import ServiceUnavailable, SiyuError
 from pipeline.settings import Settings
 from pipeline.topics import admin_client
 
-#: Seconds a look keeps asking again when Kafka answers with a retriable error.
-RETRY_S = 30.0
-RETRY_PAUSE_S = 0.5
-
 
 class NotQuiet(SiyuError):
     """The pipeline did not go quiet in time."""
@@ -89,27 +85,17 @@ class Quiescence:
         groups = pipeline_groups(self.settings, include_sink)
         parts = range(self.settings.topic_partitions)
         tps = [TopicPartition(t, p) for topics in groups.values() for t in topics for p in parts]
-        deadline = time.monotonic() + RETRY_S
-        while True:
-            try:
-                if self._admin is None:
-                    raise OSError("not connected")
-                listed: Any = self._admin.list_partition_offsets(
-                    dict.fromkeys(tps, OffsetSpec.LATEST)
-                )
-                ends = {tp: int(o.offset) for tp, o in listed.items()}
-                committed: Any = self._admin.list_group_offsets(dict.fromkeys(groups))
-                break
-            except (KafkaError, OSError) as err:
-                # A broker that just started loads its groups' offsets before it answers
-                # for them (CoordinatorLoadInProgress): asking again is the answer.
-                if getattr(err, "retriable", False) and time.monotonic() < deadline:
-                    time.sleep(RETRY_PAUSE_S)
-                    continue
-                raise ServiceUnavailable(
-                    f"Kafka at {self.settings.kafka_bootstrap} stopped answering while "
-                    f"waiting for the pipeline ({type(err).__name__})"
-                ) from None
+        try:
+            if self._admin is None:
+                raise OSError("not connected")
+            listed: Any = self._admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
+            ends = {tp: int(o.offset) for tp, o in listed.items()}
+            committed: Any = self._admin.list_group_offsets(dict.fromkeys(groups))
+        except (KafkaError, OSError) as err:
+            raise ServiceUnavailable(
+                f"Kafka at {self.settings.kafka_bootstrap} stopped answering while waiting for "
+                f"the pipeline ({type(err).__name__})"
+            ) from None
         behind: dict[str, int] = {}
         for group, topics in groups.items():
             done = committed.get(group, {})

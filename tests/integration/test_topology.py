@@ -140,21 +140,25 @@ _STALL_TIMEOUT = "20"
 def settle(penv: PipelineEnv, worker: Worker, log_dir: Path) -> tuple[Worker, int]:
     """Wait until the pipeline is quiet, acting as the worker's supervisor: a worker that
     exits because its stall watchdog fired is started again. Returns the worker running at
-    the end and the number of such restarts."""
+    the end and the number of such restarts. The waiting is ``Quiescence.wait``'s, which
+    also weathers a broker that is away or restarting."""
     restarts = 0
-    deadline = time.monotonic() + 300
-    while not quiescent(penv):
-        if worker.proc.poll() is not None:
-            log = worker.log_path.read_text()
-            assert worker.proc.returncode == STALL_EXIT_CODE, f"worker died:\n{log[-3000:]}"
-            assert "no progress on owned partitions" in log
-            restarts += 1
-            worker = Worker(
-                penv, log_dir / f"restart{restarts}.log", SIYU_STALL_TIMEOUT_S=_STALL_TIMEOUT
-            )
-            worker.wait_ready()
-        assert time.monotonic() < deadline, "the pipeline did not go quiet in 300 s"
-        time.sleep(0.3)
+
+    def supervise() -> None:
+        nonlocal worker, restarts
+        if worker.proc.poll() is None:
+            return
+        log = worker.log_path.read_text()
+        assert worker.proc.returncode == STALL_EXIT_CODE, f"worker died:\n{log[-3000:]}"
+        assert "no progress on owned partitions" in log
+        restarts += 1
+        worker = Worker(
+            penv, log_dir / f"restart{restarts}.log", SIYU_STALL_TIMEOUT_S=_STALL_TIMEOUT
+        )
+        worker.wait_ready()
+
+    with Quiescence(penv.settings()) as q:
+        q.wait(300, interval_s=0.3, check=supervise)
     return worker, restarts
 
 
