@@ -97,15 +97,23 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
         ) from None
 
 
-def topic_configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
-    result: Any = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name)], config_filter="all"
-    )
-    found: dict[str, str] = {}
+def resource_configs(
+    admin: KafkaAdminClient, resources: list[ConfigResource]
+) -> dict[str, dict[str, str]]:
+    """Every config of each of ``resources`` (topics or brokers): ``{name: {key: value}}``."""
+    result: Any = admin.describe_configs(resources, config_filter="all")
+    found: dict[str, dict[str, str]] = {}
     for by_name in result.values():
-        for key, value in by_name.get(name, {}).items():
-            found[key] = str(value.get("value") if isinstance(value, dict) else value)
+        for name, entries in by_name.items():
+            found[str(name)] = {
+                key: str(value.get("value") if isinstance(value, dict) else value)
+                for key, value in entries.items()
+            }
     return found
+
+
+def topic_configs(admin: KafkaAdminClient, name: str) -> dict[str, str]:
+    return resource_configs(admin, [ConfigResource(ConfigResourceType.TOPIC, name)]).get(name, {})
 
 
 def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
@@ -213,22 +221,14 @@ def check_session_timeout(bootstrap: str, seconds: float) -> None:
     admin = admin_client(bootstrap)
     try:
         brokers = [str(b["broker_id"]) for b in admin.describe_cluster()["brokers"]]
-        result: Any = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.BROKER, b) for b in brokers], config_filter="all"
+        configs = resource_configs(
+            admin, [ConfigResource(ConfigResourceType.BROKER, b) for b in brokers]
         )
     except KafkaError as err:
         log.warning("could not read the brokers' session timeout bounds: %s", err)
         return
     finally:
         admin.close()
-    configs: dict[str, dict[str, str]] = {}
-    for by_name in result.values():
-        for broker, entries in by_name.items():
-            configs[str(broker)] = {
-                key: str(value.get("value") if isinstance(value, dict) else value)
-                for key, value in entries.items()
-                if key in (MIN_SESSION, MAX_SESSION)
-            }
     problem = session_timeout_problem(seconds, configs)
     if problem:
         raise ConfigError(problem)
