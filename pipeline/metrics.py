@@ -472,11 +472,11 @@ def record_state_cache(processor: str, lookups: int, misses: int, evicted: int) 
         STATE_CACHE_EVICTIONS.labels(processor).inc(evicted)
 
 
-# -- Sampled gauges -------------------------------------------------------------------------
-
-
 def record_loop_lag(seconds: float) -> None:
     EVENT_LOOP_LAG.observe(seconds)
+
+
+# -- Sampled gauges -------------------------------------------------------------------------
 
 
 def set_consumer_lag(lags: Iterable[tuple[str, int, int]]) -> None:

@@ -198,8 +198,16 @@ def test_a_consumer_call_runs_where_it_is_awaited_with_nothing_started(
         thread = consumer(monkeypatch, tmp_path)._thread
         assert await asyncio.wait_for(thread.call_thread(fetch, 1), 5) == 2
         assert await asyncio.wait_for(thread.call_thread(position, n=3), 5) == 30
+        # A cast is not awaited: it runs as a task of this loop.
+        await asyncio.wait_for(thread.cast_thread(fetch, 5), 5)
+
+        async def cast_ran() -> None:
+            while len(seen) < 3:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(cast_ran(), 5)
         here = (threading.get_ident(), asyncio.get_running_loop())
-        assert seen == [here, here]
+        assert seen == [here, here, here]
         assert thread.thread_loop is asyncio.get_running_loop()
 
     asyncio.run(main())
