@@ -198,14 +198,18 @@ def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
             os._exit(STALL_EXIT_CODE)
 
 
-def _register_loop_lag(app: faust.App, s: Settings) -> None:
+def _register_loop_lag(app: App, s: Settings) -> None:
     """Measure the event loop's lag (``siyu_event_loop_lag_seconds``); warn at half the
-    session timeout, before a busy loop costs the worker its partitions."""
-    from pipeline.watchdog import watch_loop_lag
+    session timeout, before a busy loop costs the worker its partitions; and at that gap,
+    once the worker owned partitions, stop it before it writes (its freeze fence)."""
+    from pipeline.watchdog import FreezeFence, watch_loop_lag
+
+    fence = app.freeze_fence = FreezeFence(s.session_timeout_s / 2)
+    app.on_partitions_assigned.connect(fence.arm)
 
     @app.task  # type: ignore[untyped-decorator]
     async def loop_lag() -> None:
-        await watch_loop_lag(metrics.record_loop_lag, s.session_timeout_s / 2)
+        await watch_loop_lag(metrics.record_loop_lag, fence.limit_s, awake=fence.awake)
 
 
 def _register_health(app: faust.App, sink: SinkService) -> None:

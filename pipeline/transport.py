@@ -20,7 +20,11 @@ on a rebalance, a stop or a crash exactly as before.
 loop, and every fetch is a call handed over to it and an answer handed back.
 :class:`SameLoopConsumerThread` runs it on the worker's loop instead.
 
-:class:`App` is ``faust.App`` with both (:class:`SameLoopConsumer`).
+**A producer a frozen worker cannot use.** :class:`Producer` asks the app's
+:class:`~pipeline.watchdog.FreezeFence` before each produce request is written, so a worker
+thawed after losing its partitions stops before its writes land after the new owner's.
+
+:class:`App` is ``faust.App`` with all three (:class:`SameLoopConsumer`, :class:`Producer`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import faust
+from aiokafka.protocol.produce import ProduceRequest
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from mode.services import WaitResults
@@ -148,12 +153,44 @@ class SameLoopConsumer(Consumer):
         return SameLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+def fence_produce_requests(client: Any, check: Callable[[], None]) -> None:
+    """Make ``client`` (an ``aiokafka`` client) call ``check`` before it sends each produce
+    request. ``check`` raises (or exits) to stop the request. Between the check and the
+    request's bytes going to the socket, the client does not yield to the loop while it is
+    connected: no other task can run, nor hold the loop, in between."""
+    send = client.send
+
+    async def fenced_send(node_id: Any, request: Any, **kwargs: Any) -> Any:
+        if isinstance(request, ProduceRequest):
+            check()
+        return await send(node_id, request, **kwargs)
+
+    client.send = fenced_send
+
+
+class Producer(aiokafka_driver.Producer):
+    """Faust's producer; its produce requests pass the app's freeze fence, if it has one."""
+
+    def _new_producer(self, transactional_id: Any = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        fence = getattr(self.app, "freeze_fence", None)
+        if fence is not None:
+            fence_produce_requests(producer.client, fence.check)
+        return producer
+
+
 class Transport(aiokafka_driver.Transport):
     Consumer = SameLoopConsumer
+    Producer = Producer
 
 
 class App(faust.App):
-    """``faust.App`` whose consumer is :class:`SameLoopConsumer`."""
+    """``faust.App`` whose consumer is :class:`SameLoopConsumer` and producer :class:`Producer`.
+
+    ``freeze_fence``: the worker's :class:`~pipeline.watchdog.FreezeFence`, or None.
+    """
+
+    freeze_fence: Any = None
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)

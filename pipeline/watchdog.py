@@ -1,5 +1,7 @@
-"""A worker that stops making progress exits, so its supervisor restarts it; and a worker
-watches its event loop, which Kafka heartbeats share (:func:`watch_loop_lag`).
+"""A worker that stops making progress exits, so its supervisor restarts it; a worker
+watches its event loop, which Kafka heartbeats share (:func:`watch_loop_lag`); and a worker
+that was frozen long enough to lose its partitions exits before it writes again
+(:class:`FreezeFence`).
 
 Rarely (about one restart after a SIGKILL in ten, in the tests), a Faust worker recovers its
 tables, reports ready with every partition assigned, and then consumes nothing. The cause is
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Exit code of a stalled worker (sysexits' EX_TEMPFAIL: try again).
 STALL_EXIT_CODE = 75
+#: Exit code of a worker that was frozen past its fence's limit (:class:`FreezeFence`).
+FROZEN_EXIT_CODE = 76
 
 Partition = tuple[str, int]
 
@@ -35,7 +40,10 @@ LOOP_LAG_EVERY_S = 0.25
 
 
 async def watch_loop_lag(
-    record: Callable[[float], None], warn_after_s: float, every_s: float = LOOP_LAG_EVERY_S
+    record: Callable[[float], None],
+    warn_after_s: float,
+    every_s: float = LOOP_LAG_EVERY_S,
+    awake: Callable[[], None] = lambda: None,
 ) -> None:
     """For ever: sleep ``every_s`` and ``record`` how much later than that the loop woke,
     which is how long something ran on it without a break.
@@ -43,7 +51,8 @@ async def watch_loop_lag(
     The worker's Kafka consumer, heartbeats included, runs on this loop
     (pipeline/transport.py): a loop busy for the session timeout loses the worker's
     partitions to the others. A lag of ``warn_after_s`` or more is logged as a warning, so
-    the cause shows before that happens.
+    the cause shows before that happens. ``awake`` is called at every wake, after the lag
+    was recorded (:meth:`FreezeFence.awake`).
     """
     loop = asyncio.get_running_loop()
     while True:
@@ -58,6 +67,79 @@ async def watch_loop_lag(
                 "loses its partitions)",
                 lag,
             )
+        awake()
+
+
+def _exit_frozen(frozen_s: float, limit_s: float) -> None:
+    log.critical(
+        "this worker was frozen for %.1f s (the limit is %.1f s, half SIYU_SESSION_TIMEOUT_S): "
+        "its partitions may have moved to another worker, which must not be overwritten by "
+        "what this one had in flight; exiting with %d for a restart",
+        frozen_s,
+        limit_s,
+        FROZEN_EXIT_CODE,
+    )
+    logging.shutdown()
+    os._exit(FROZEN_EXIT_CODE)
+
+
+class FreezeFence:
+    """Stop a worker that was frozen for ``limit_s`` before it sends Kafka anything more.
+
+    A worker frozen for the session timeout (its process stopped: a VM or container paused,
+    CPU throttled; or its event loop held, which holds the heartbeats too) loses its
+    partitions: another worker re-reads them from the last commit and writes their states
+    and rows. Thawed, the frozen worker would finish what it had in flight and send it
+    after the new owner's writes. A changelog keeps the last record of a key, so its stale
+    state would be what the next restore reads, and its rows would follow the new owner's:
+    lost events, wrong credits. Kafka's transactions fence such a zombie at the broker;
+    siyu's at-least-once writes do not have them, so the zombie fences itself.
+
+    :meth:`awake` is called by the loop-lag watcher every quarter second; :meth:`check` by
+    the worker's producer just before each produce request goes to the socket (nothing in
+    between yields to the loop). A gap of ``limit_s`` since the last wake, seen by either,
+    calls ``on_frozen`` (by default: log why, exit with :data:`FROZEN_EXIT_CODE`), so
+    nothing the worker had computed before the freeze reaches Kafka after it; a restarted
+    worker re-reads from the committed offsets, like after a crash. The limit is half the
+    session timeout: heartbeats go every third of it, so a member is not yet expired then.
+
+    Armed from the first partition assignment: a worker that never owned a partition has
+    nothing to fence, and start-up (opening stores, creating topics) may hold the loop.
+    What it cannot fence is a freeze between the check and the bytes leaving (microseconds,
+    or a produce request larger than the socket's buffer).
+    """
+
+    def __init__(
+        self,
+        limit_s: float,
+        on_frozen: Callable[[float, float], None] = _exit_frozen,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit_s = limit_s
+        self.on_frozen = on_frozen
+        self.clock = clock
+        self.armed = False
+        self._last_awake: float | None = None
+
+    def arm(self, *args: Any, **kwargs: Any) -> None:
+        """From now on, a freeze stops the worker (a partitions-assigned signal receiver)."""
+        self.armed = True
+
+    def awake(self) -> None:
+        """The loop-lag watcher woke: a long gap since its last wake was a freeze."""
+        now = self.clock()
+        self._judge(now)
+        self._last_awake = now
+
+    def check(self) -> None:
+        """Called before a produce request is written: stop if the worker was frozen."""
+        self._judge(self.clock())
+
+    def _judge(self, now: float) -> None:
+        if self.armed and self._last_awake is not None:
+            gap = now - self._last_awake
+            if gap >= self.limit_s:
+                self.on_frozen(gap, self.limit_s)
 
 
 @dataclass

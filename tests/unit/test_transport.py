@@ -211,3 +211,35 @@ def test_a_consumer_call_runs_where_it_is_awaited_with_nothing_started(
         assert thread.thread_loop is asyncio.get_running_loop()
 
     asyncio.run(main())
+
+
+def test_the_workers_producer_asks_its_freeze_fence_before_a_produce_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The wiring: the app's producer's client is fenced by the app's fence. The fenced
+    request never reaches the client's own send (which would try to connect)."""
+    from aiokafka.protocol.produce import ProduceRequest
+
+    class Frozen(Exception):
+        pass
+
+    def stop(frozen_s: float, limit_s: float) -> None:
+        raise Frozen(frozen_s, limit_s)
+
+    async def main() -> None:
+        monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
+        app = create_app(load_settings())
+        fence = app.freeze_fence
+        assert fence.limit_s == load_settings().session_timeout_s / 2
+        now = [0.0]
+        fence.clock, fence.on_frozen = (lambda: now[0]), stop
+        client = app.producer._new_producer().client  # the aiokafka producer, not started
+        fence.arm()
+        fence.awake()
+        now[0] = 60.0
+        produce = ProduceRequest(required_acks=-1, timeout=1, topics=[], transactional_id=None)
+        with pytest.raises(Frozen) as stopped:
+            await client.send(0, produce)
+        assert stopped.value.args == (60.0, fence.limit_s)
+
+    asyncio.run(main())

@@ -1,5 +1,5 @@
-"""The stall watchdog's rule: input waiting and no committed progress for the timeout; and
-the event loop's lag, measured and warned about."""
+"""The stall watchdog's rule: input waiting and no committed progress for the timeout; the
+event loop's lag, measured and warned about; and the freeze fence."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipeline.watchdog import StallWatchdog, watch_loop_lag
+from pipeline.watchdog import FreezeFence, StallWatchdog, watch_loop_lag
 
 TP = ("siyu.by-user", 0)
 OTHER = ("siyu.events", 1)
@@ -101,3 +101,72 @@ def test_the_loop_lag_is_how_long_the_loop_was_held_and_a_long_hold_is_warned(
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == sum(lag >= 0.2 for lag in lags) >= 1
     assert any(f"{longest:.1f} s late" in w for w in warnings)
+
+
+class Frozen(Exception):
+    pass
+
+
+def _stop(frozen_s: float, limit_s: float) -> None:
+    raise Frozen(frozen_s, limit_s)
+
+
+def test_an_armed_fence_stops_a_worker_whose_watcher_woke_after_the_limit() -> None:
+    clock = Clock()
+    fence = FreezeFence(5.0, _stop, clock)
+    fence.arm()
+    for t in (0.0, 0.25, 0.5, 4.9, 9.8):  # gaps under 5 s: a busy loop, not a freeze
+        clock.now = t
+        fence.awake()
+        fence.check()
+    clock.now = 14.8
+    with pytest.raises(Frozen) as stopped:
+        fence.awake()
+    assert stopped.value.args == (pytest.approx(5.0), 5.0)
+
+
+def test_an_armed_fence_stops_a_produce_request_that_comes_before_the_watcher_wakes() -> None:
+    clock = Clock()
+    fence = FreezeFence(5.0, _stop, clock)
+    fence.arm()
+    fence.awake()
+    clock.now = 4.99
+    fence.check()
+    clock.now = 11.0  # thawed: the batch in flight runs on before the watcher's timer
+    with pytest.raises(Frozen) as stopped:
+        fence.check()
+    assert stopped.value.args[0] == pytest.approx(11.0)
+
+
+def test_a_fence_is_harmless_until_armed_and_until_its_watcher_woke_once() -> None:
+    clock = Clock()
+    fence = FreezeFence(5.0, _stop, clock)
+    clock.now = 100.0
+    fence.check()  # armed, but no watcher yet (an app without one never stops)
+    fence.arm()
+    fence.check()
+    fence = FreezeFence(5.0, _stop, clock)
+    fence.awake()
+    clock.now = 200.0  # a start-up that held the loop, before any partition was owned
+    fence.awake()
+    fence.check()
+
+
+def test_the_loop_lag_watcher_wakes_the_fence_after_recording_the_lag() -> None:
+    events: list[str] = []
+
+    async def main() -> None:
+        watcher = asyncio.ensure_future(
+            watch_loop_lag(
+                lambda lag: events.append("lag"),
+                1.0,
+                every_s=0.01,
+                awake=lambda: events.append("awake"),
+            )
+        )
+        while len(events) < 4:
+            await asyncio.sleep(0.01)
+        watcher.cancel()
+
+    asyncio.run(main())
+    assert events[:4] == ["lag", "awake", "lag", "awake"]
