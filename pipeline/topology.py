@@ -60,7 +60,7 @@ from pipeline.sink.rows import (
     event_row,
     json_array_chunks,
 )
-from pipeline.watchdog import OffsetReader
+from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader, skipped_input
 from pipeline.watermarks import ConfirmedProgress
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ class Topology:
         self._published_progress: dict[int, int] = {}
         self.confirmed = ConfirmedProgress(s.watermark_hops)
         self._read_offsets = OffsetReader(s.kafka_bootstrap, s.app_id)
+        self._read_skipped = OffsetReader(s.kafka_bootstrap, s.app_id)  # one per caller
         self._announced: dict[int, int] = {}
         #: Batches whose publishing is failing and being retried (Kafka away): waiting for
         #: a reason, which the stall watchdog must not take for a stall.
@@ -249,6 +250,8 @@ class Topology:
         result = IngestResult()
         decoded = 0
         done = _Offsets(self.ingest_offsets, batch)
+        for partition, first in done.first_new.items():
+            await self._check_skipped(self.s.topic_events, partition, done.done[partition], first)
         for event in batch:
             if done.replayed(event):
                 continue
@@ -371,6 +374,9 @@ class Topology:
         # The last input offset of this partition whose output was confirmed: input at or
         # below it is a replay (offsets reset, or redelivered after a rebalance) and skipped.
         done_upto: int = record.pop(_DONE_KEY, -1)
+        first = next((e.message.offset for e in events if e.message.offset > done_upto), None)
+        if first is not None:
+            await self._check_skipped(self.topic_names[name], partition, done_upto, first)
         progress: dict[int, int] = {int(k): v for k, v in record.items()}
         batch = _KeyBatch(processor, table, events[-1], self.caches[name])
         steps = 0
@@ -419,6 +425,48 @@ class Topology:
         return _PartitionUpdate(
             batch, wm_key, None if encoded == stored else encoded, watermark if sweep_due else None
         )
+
+    async def _check_skipped(self, topic: str, partition: int, done: int, first: int) -> None:
+        """Input between offset ``done``, the last processed, and ``first``, the first one
+        given now, must not be skipped silently (:func:`pipeline.watchdog.skipped_input`).
+        A hole the consumer left stops the worker before this batch is acknowledged, so
+        that a restart reads it from the committed offset; one left by retention or by a
+        moved committed offset is logged, and the worker goes on."""
+        if done < 0 or first <= done + 1:
+            return
+        tp = (topic, partition)
+        loop = asyncio.get_running_loop()
+        verdict: str | None
+        try:
+            committed, _ = await loop.run_in_executor(None, self._read_skipped, [tp])
+            start = (await loop.run_in_executor(None, self._read_skipped.starts, [tp]))[tp]
+        except Exception as err:  # no answer: a restart is the side that loses nothing
+            log.warning("could not read the offsets of %s[%d]: %s", topic, partition, err)
+            verdict, committed, start = "undelivered", {tp: None}, 0
+        else:
+            verdict = skipped_input(done, first, committed[tp], start)
+        missing = f"{topic}[{partition}] offsets {max(done + 1, start)}..{first - 1}"
+        if verdict == "deleted":
+            log.error("%s were deleted (retention) before they were processed: lost", missing)
+        elif verdict == "moved":
+            log.warning(
+                "%s skipped: the group's committed offset was moved past them, to %s",
+                missing,
+                committed[tp],
+            )
+        elif verdict == "undelivered":
+            log.critical(
+                "the Kafka consumer did not deliver %s (the last processed was %d, the next "
+                "given is %d); exiting with %d so that a restart reads them from the "
+                "committed offset (%s)",
+                missing,
+                done,
+                first,
+                STALL_EXIT_CODE,
+                "unknown" if committed[tp] is None else committed[tp],
+            )
+            logging.shutdown()
+            os._exit(STALL_EXIT_CODE)
 
     def watermark(self, progress: dict[int, int]) -> int:
         """The event-time watermark (µs): the least progress over *every* partition of the
@@ -742,6 +790,8 @@ class _Offsets:
         self.table = table
         self.last: dict[int, Any] = {}  # partition -> its last event in the batch
         self.done: dict[int, int] = {}
+        #: partition -> the offset of its first event in the batch not processed before.
+        self.first_new: dict[int, int] = {}
         self.skipped = 0
         for event in batch:
             partition = event.message.partition
@@ -750,6 +800,9 @@ class _Offsets:
                     raw = table.get(b"%d" % partition)
                 self.done[partition] = -1 if raw is None else int(raw)
             self.last[partition] = event
+            offset = event.message.offset
+            if offset > self.done[partition] and partition not in self.first_new:
+                self.first_new[partition] = offset
 
     def replayed(self, event: Any) -> bool:
         if event.message.offset <= self.done[event.message.partition]:

@@ -28,7 +28,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Exit code of a stalled worker (sysexits' EX_TEMPFAIL: try again).
+#: Exit code of a stalled worker, or of one whose consumer skipped input (sysexits'
+#: EX_TEMPFAIL: try again).
 STALL_EXIT_CODE = 75
 #: Exit code of a worker that was frozen past its fence's limit (:class:`FreezeFence`).
 FROZEN_EXIT_CODE = 76
@@ -81,6 +82,31 @@ def _exit_frozen(frozen_s: float, limit_s: float) -> None:
     )
     logging.shutdown()
     os._exit(FROZEN_EXIT_CODE)
+
+
+def skipped_input(done: int, first: int, committed: int | None, start: int) -> str | None:
+    """Why the offsets between ``done`` (the last one an agent processed, from its table) and
+    ``first`` (the first one it is given now) of a partition are missing, or None if none
+    are. The agents' topics have no compaction and no transactions, so their offsets have
+    no holes of their own.
+
+    - ``"deleted"``: they are all below ``start``, the partition's first offset: deleted by
+      retention before anyone processed them. Lost; there is nothing to read again.
+    - ``"moved"``: the group's ``committed`` offset (the next to read) is past the first of
+      them that exists: someone moved it (an operator's reset). Skipped on purpose.
+    - ``"undelivered"``: the consumer did not deliver them. faust-streaming can do that
+      after a rebalance: it then counts the committed offset itself as read, and commits
+      past it once a later message is acknowledged. Until the batch that found the hole
+      is acknowledged, the committed offset still points at it, so a restart reads it.
+    """
+    if done < 0 or first <= done + 1:
+        return None
+    missing_from = max(done + 1, start)
+    if missing_from >= first:
+        return "deleted"
+    if committed is not None and committed > missing_from:
+        return "moved"
+    return "undelivered"
 
 
 class FreezeFence:
@@ -200,21 +226,40 @@ class OffsetReader:
     def __call__(
         self, partitions: list[Partition]
     ) -> tuple[dict[Partition, int | None], dict[Partition, int]]:
-        from kafka import KafkaAdminClient, TopicPartition
+        from kafka import TopicPartition
         from kafka.admin import OffsetSpec
 
         tps = [TopicPartition(t, p) for t, p in partitions]
+        listed: Any = self._ask(lambda admin: admin.list_group_offsets({self.group: None}))
+        listed = listed.get(self.group, {})
+        ends: Any = self._ask(
+            lambda admin: admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
+        )
+        committed = {
+            (tp.topic, tp.partition): (listed[tp].offset if tp in listed else None) for tp in tps
+        }
+        return committed, {(tp.topic, tp.partition): int(o.offset) for tp, o in ends.items()}
+
+    def starts(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """The first offset each partition still holds (older records were deleted)."""
+        from kafka import TopicPartition
+        from kafka.admin import OffsetSpec
+
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        firsts: Any = self._ask(
+            lambda admin: admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.EARLIEST))
+        )
+        return {(tp.topic, tp.partition): int(o.offset) for tp, o in firsts.items()}
+
+    def _ask(self, question: Callable[[Any], Any]) -> Any:
+        from kafka import KafkaAdminClient
+
         if self._admin is None:
             self._admin = KafkaAdminClient(
                 bootstrap_servers=self.bootstrap, request_timeout_ms=10_000
             )
         try:
-            listed: Any = self._admin.list_group_offsets({self.group: None}).get(self.group, {})
-            ends: Any = self._admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
+            return question(self._admin)
         except Exception:
             self.close()  # connect again on the next call
             raise
-        committed = {
-            (tp.topic, tp.partition): (listed[tp].offset if tp in listed else None) for tp in tps
-        }
-        return committed, {(tp.topic, tp.partition): int(o.offset) for tp, o in ends.items()}

@@ -256,6 +256,12 @@ class Worker(SiyuProcess):
         port = free_port()
         env = penv.env(SIYU_WORKER_WEB_PORT=str(port), **extra)
         super().__init__("worker", env, log_path, port)
+        self.penv, self.extra = penv, extra
+
+    def again(self, log_path: Path) -> Worker:
+        """A new worker with this one's settings (this one has exited), as a supervisor
+        would start it."""
+        return Worker(self.penv, log_path, **self.extra)
 
 
 @contextmanager

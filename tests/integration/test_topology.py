@@ -142,24 +142,31 @@ def settle(penv: PipelineEnv, worker: Worker, log_dir: Path) -> tuple[Worker, in
     exits because its stall watchdog fired is started again. Returns the worker running at
     the end and the number of such restarts. The waiting is ``Quiescence.wait``'s, which
     also weathers a broker that is away or restarting."""
+    workers = [worker]
+    restarts = settle_workers(penv, workers, log_dir)
+    return workers[0], restarts
+
+
+def settle_workers(penv: PipelineEnv, workers: list[Worker], log_dir: Path) -> int:
+    """:func:`settle` for several workers: each one that stalled is replaced in ``workers``
+    by a worker started again with its settings. Returns the number of restarts."""
     restarts = 0
 
     def supervise() -> None:
-        nonlocal worker, restarts
-        if worker.proc.poll() is None:
-            return
-        log = worker.log_path.read_text()
-        assert worker.proc.returncode == STALL_EXIT_CODE, f"worker died:\n{log[-3000:]}"
-        assert "no progress on owned partitions" in log
-        restarts += 1
-        worker = Worker(
-            penv, log_dir / f"restart{restarts}.log", SIYU_STALL_TIMEOUT_S=_STALL_TIMEOUT
-        )
-        worker.wait_ready()
+        nonlocal restarts
+        for i, worker in enumerate(workers):
+            if worker.proc.poll() is None:
+                continue
+            log = worker.log_path.read_text()
+            assert worker.proc.returncode == STALL_EXIT_CODE, f"worker died:\n{log[-3000:]}"
+            assert "no progress on owned partitions" in log or "did not deliver" in log
+            restarts += 1
+            workers[i] = worker.again(log_dir / f"restart{restarts}.log")
+            workers[i].wait_ready()
 
     with Quiescence(penv.settings()) as q:
         q.wait(300, interval_s=0.3, check=supervise)
-    return worker, restarts
+    return restarts
 
 
 def test_sigkill_at_random_points_loses_and_doubles_nothing(

@@ -8,8 +8,10 @@ import logging
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pipeline.watchdog import FreezeFence, StallWatchdog, watch_loop_lag
+from pipeline.watchdog import FreezeFence, StallWatchdog, skipped_input, watch_loop_lag
 
 TP = ("siyu.by-user", 0)
 OTHER = ("siyu.events", 1)
@@ -170,3 +172,39 @@ def test_the_loop_lag_watcher_wakes_the_fence_after_recording_the_lag() -> None:
 
     asyncio.run(main())
     assert events[:4] == ["lag", "awake", "lag", "awake"]
+
+
+def test_a_hole_in_an_agents_input_is_told_apart_by_where_the_offsets_are() -> None:
+    # Processed up to 7, given 10 now: 8 and 9 are missing.
+    assert skipped_input(done=7, first=8, committed=8, start=0) is None
+    assert skipped_input(done=-1, first=5, committed=None, start=0) is None  # nothing yet
+    assert skipped_input(done=7, first=10, committed=8, start=0) == "undelivered"
+    assert skipped_input(done=7, first=10, committed=None, start=0) == "undelivered"
+    assert skipped_input(done=7, first=10, committed=10, start=0) == "moved"
+    assert skipped_input(done=7, first=10, committed=9, start=0) == "moved"
+    assert skipped_input(done=7, first=10, committed=8, start=10) == "deleted"
+    # 8 was deleted, 9 is still there and was not delivered.
+    assert skipped_input(done=7, first=10, committed=8, start=9) == "undelivered"
+    assert skipped_input(done=7, first=10, committed=9, start=9) == "undelivered"
+
+
+@given(
+    done=st.integers(-1, 50),
+    gap=st.integers(0, 20),
+    start=st.integers(0, 80),
+    committed=st.none() | st.integers(0, 80),
+)
+def test_only_offsets_that_exist_and_were_meant_to_be_read_stop_the_worker(
+    done: int, gap: int, start: int, committed: int | None
+) -> None:
+    first = done + 1 + gap
+    verdict = skipped_input(done, first, committed, start)
+    existing = [o for o in range(done + 1, first) if o >= start] if done >= 0 else []
+    if done < 0 or gap == 0:
+        assert verdict is None
+    elif not existing:
+        assert verdict == "deleted"
+    elif committed is not None and committed > existing[0]:
+        assert verdict == "moved"
+    else:
+        assert verdict == "undelivered"
