@@ -1,20 +1,35 @@
-"""A worker frozen past its session timeout must not write after its partitions' new owner.
+"""A worker frozen past its session timeout, while another takes its partitions over.
 
 SIGSTOP stands for what freezes a process in production: a VM or container paused, a
-CPU quota exhausted, the event loop held by one long step. Thawed, the worker's freeze
-fence stops it before any produce request leaves (pipeline/watchdog.py, FreezeFence)."""
+CPU quota exhausted, the event loop held by one long step. While it is frozen the group
+gives its partitions to the other worker, which re-reads them from the last commit and
+goes on. Thawed, the frozen worker would finish the batches it was in the middle of, a
+zombie until it learns that it lost the partitions, and its writes would land after the new
+owner's. Its freeze fence stops it first (exit 76, pipeline/watchdog.py); the test starts
+it again, as a supervisor would, and the result must equal the batch oracle."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+import signal
+import time
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline.transport import fence_produce_requests
+from pipeline.watchdog import FROZEN_EXIT_CODE
 from tests.integration import stack
-from tests.integration.pipeline_env import PipelineEnv, read_messages
+from tests.integration.pipeline_env import PipelineEnv, Worker, read_messages
+from tests.integration.test_topology import assert_equals_oracle, in_steps, send, settle_workers
+from tests.oracle import recompute
+from tests.scenario import Scenario
+
+#: The broker's smallest session timeout (group.min.session.timeout.ms), to freeze less.
+_SESSION_TIMEOUT_S = 6.0
 
 
 class Frozen(Exception):
@@ -50,3 +65,55 @@ def test_a_produce_request_after_the_fence_tripped_never_reaches_kafka(penv: Pip
     assert checked == 2
     on_the_topic = [m.value for m in read_messages(bootstrap, topic, 1)]
     assert on_the_topic == [b"before the freeze"]
+
+
+def test_a_worker_frozen_past_its_session_timeout_stops_and_nothing_is_lost_or_doubled(
+    penv: PipelineEnv, small_scenario: Scenario, tmp_path: Path
+) -> None:
+    """At each step but the first, one of two workers is frozen while the step is processed,
+    for longer than the session timeout, then thawed: it stops (exit 76) and is started
+    again. Then every worker is stopped, a fresh one restores all states from the
+    changelogs, and the last steps follow: what the changelogs hold is checked too."""
+    rng = random.Random(5)
+    expected = recompute(small_scenario.arrival)
+    steps = in_steps(small_scenario.arrival)
+    restore_at = len(steps) - 3
+    env = {"SIYU_SESSION_TIMEOUT_S": str(_SESSION_TIMEOUT_S)}
+    workers = [Worker(penv, tmp_path / "a.log", **env), Worker(penv, tmp_path / "b.log", **env)]
+    try:
+        for w in workers:
+            w.wait_ready()
+        for n, step in enumerate(steps[:restore_at]):
+            send(penv, step)
+            if n > 0:
+                frozen = workers[0]
+                time.sleep(rng.uniform(0.05, 0.5))  # batches of the step in flight
+                frozen.proc.send_signal(signal.SIGSTOP)
+                time.sleep(_SESSION_TIMEOUT_S + 5)  # the other worker takes over, goes on
+                frozen.proc.send_signal(signal.SIGCONT)
+                # Thawed, it finds it was frozen past its fence's limit and stops.
+                assert frozen.proc.wait(timeout=60) == FROZEN_EXIT_CODE
+                assert "this worker was frozen for" in frozen.log_path.read_text()
+                frozen.stop()
+                workers[0] = frozen.again(tmp_path / f"a{n}.log")
+                workers[0].wait_ready()
+            settle_workers(penv, workers, tmp_path / f"step{n}")
+    finally:
+        workers[0].proc.send_signal(signal.SIGCONT)
+        # Both at once (a second SIGTERM would cut a shutdown short).
+        for w in workers:
+            w.proc.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.proc.wait(timeout=60)
+            w.stop()
+    assert [w.proc.returncode for w in workers] == [0, 0]
+    # A fresh worker (memory store) restores every state from the changelogs.
+    workers = [Worker(penv, tmp_path / "fresh.log")]
+    try:
+        workers[0].wait_ready()
+        for n, step in enumerate(steps[restore_at:], start=restore_at):
+            send(penv, step)
+            settle_workers(penv, workers, tmp_path / f"step{n}")
+    finally:
+        workers[0].stop()
+    assert_equals_oracle(penv, expected)
