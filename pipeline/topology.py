@@ -60,7 +60,7 @@ from pipeline.sink.rows import (
     event_row,
     json_array_chunks,
 )
-from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader, skipped_input
+from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader, is_hole, skipped_input
 from pipeline.watermarks import ConfirmedProgress
 
 log = logging.getLogger(__name__)
@@ -432,19 +432,22 @@ class Topology:
         A hole the consumer left stops the worker before this batch is acknowledged, so
         that a restart reads it from the committed offset; one left by retention or by a
         moved committed offset is logged, and the worker goes on."""
-        if done < 0 or first <= done + 1:
+        if not is_hole(done, first):
             return
         tp = (topic, partition)
-        loop = asyncio.get_running_loop()
+        reader = self._read_skipped
+        committed: int | None = None
+        start = 0
         verdict: str | None
         try:
-            committed, _ = await loop.run_in_executor(None, self._read_skipped, [tp])
-            start = (await loop.run_in_executor(None, self._read_skipped.starts, [tp]))[tp]
+            committed, start = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: (reader([tp])[0][tp], reader.starts([tp])[tp])
+            )
         except Exception as err:  # no answer: a restart is the side that loses nothing
             log.warning("could not read the offsets of %s[%d]: %s", topic, partition, err)
-            verdict, committed, start = "undelivered", {tp: None}, 0
+            verdict = "undelivered"
         else:
-            verdict = skipped_input(done, first, committed[tp], start)
+            verdict = skipped_input(done, first, committed, start)
         missing = f"{topic}[{partition}] offsets {max(done + 1, start)}..{first - 1}"
         if verdict == "deleted":
             log.error("%s were deleted (retention) before they were processed: lost", missing)
@@ -452,9 +455,9 @@ class Topology:
             log.warning(
                 "%s skipped: the group's committed offset was moved past them, to %s",
                 missing,
-                committed[tp],
+                committed,
             )
-        elif verdict == "undelivered":
+        else:
             log.critical(
                 "the Kafka consumer did not deliver %s (the last processed was %d, the next "
                 "given is %d); exiting with %d so that a restart reads them from the "
@@ -463,7 +466,7 @@ class Topology:
                 done,
                 first,
                 STALL_EXIT_CODE,
-                "unknown" if committed[tp] is None else committed[tp],
+                "unknown" if committed is None else committed,
             )
             logging.shutdown()
             os._exit(STALL_EXIT_CODE)

@@ -84,6 +84,12 @@ def _exit_frozen(frozen_s: float, limit_s: float) -> None:
     os._exit(FROZEN_EXIT_CODE)
 
 
+def is_hole(done: int, first: int) -> bool:
+    """Whether offsets are missing between ``done``, the last one an agent processed
+    (negative: none yet), and ``first``, the first one it is given now."""
+    return done >= 0 and first > done + 1
+
+
 def skipped_input(done: int, first: int, committed: int | None, start: int) -> str | None:
     """Why the offsets between ``done`` (the last one an agent processed, from its table) and
     ``first`` (the first one it is given now) of a partition are missing, or None if none
@@ -99,7 +105,7 @@ def skipped_input(done: int, first: int, committed: int | None, start: int) -> s
       past it once a later message is acknowledged. Until the batch that found the hole
       is acknowledged, the committed offset still points at it, so a restart reads it.
     """
-    if done < 0 or first <= done + 1:
+    if not is_hole(done, first):
         return None
     missing_from = max(done + 1, start)
     if missing_from >= first:
