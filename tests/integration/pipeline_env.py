@@ -264,6 +264,35 @@ class Worker(SiyuProcess):
         return Worker(self.penv, log_path, **self.extra)
 
 
+def stop_together(processes: list[SiyuProcess], timeout: float = 60) -> list[int]:
+    """SIGTERM every process at once, then wait for each; returns their exit codes. Workers
+    stopped one by one would take each other's partitions over on the way, and a second
+    SIGTERM (``stop``'s) would cut a shutdown short."""
+    for p in processes:
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGTERM)
+    for p in processes:
+        try:
+            p.proc.wait(timeout=timeout)
+        finally:
+            p.stop()
+    return [int(p.proc.returncode) for p in processes]
+
+
+def stable_members(penv: PipelineEnv) -> int | None:
+    """How many members the workers' consumer group has, or None while it rebalances (its
+    member list is partial then)."""
+    from kafka.admin import KafkaAdminClient
+
+    group = penv.settings().app_id
+    admin = KafkaAdminClient(bootstrap_servers=penv.kafka_bootstrap)
+    try:
+        described = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+    return len(described["members"]) if described["group_state"] == "Stable" else None
+
+
 @contextmanager
 def running_worker(penv: PipelineEnv, log_path: Path, **extra: str) -> Iterator[Worker]:
     worker = Worker(penv, log_path, **extra)

@@ -22,6 +22,7 @@ from tests.integration.pipeline_env import (
     by,
     running_worker,
     scrape,
+    stop_together,
     wait_for,
 )
 from tests.integration.readback import engine_of, read_domain_rows
@@ -389,10 +390,7 @@ def test_standby_copies_equal_their_actives_and_a_survivor_carries_on_from_them(
         send_paced(penv, small_scenario.arrival[:half])
         # Both at once: a worker left alone would take the other's partitions over and
         # move their watermarks on.
-        for w in (w1, w2):
-            w.proc.send_signal(signal.SIGTERM)
-        for w in (w1, w2):
-            w.proc.wait(timeout=60)
+        stop_together([w1, w2])
     finally:
         w1.stop()
         w2.stop()

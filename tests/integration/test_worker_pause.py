@@ -23,7 +23,14 @@ from aiokafka.errors import KafkaError
 from pipeline.transport import fence_produce_requests
 from pipeline.watchdog import FROZEN_EXIT_CODE
 from tests.integration import stack
-from tests.integration.pipeline_env import PipelineEnv, Worker, read_messages
+from tests.integration.pipeline_env import (
+    PipelineEnv,
+    Worker,
+    read_messages,
+    stable_members,
+    stop_together,
+    wait_for,
+)
 from tests.integration.test_topology import assert_equals_oracle, in_steps, send, settle_workers
 from tests.oracle import recompute
 from tests.scenario import Scenario
@@ -89,7 +96,9 @@ def test_a_worker_frozen_past_its_session_timeout_stops_and_nothing_is_lost_or_d
                 frozen = workers[0]
                 time.sleep(rng.uniform(0.05, 0.5))  # batches of the step in flight
                 frozen.proc.send_signal(signal.SIGSTOP)
-                time.sleep(_SESSION_TIMEOUT_S + 5)  # the other worker takes over, goes on
+                # A session timeout later the group drops it, and the other worker takes
+                # its partitions over.
+                wait_for(lambda: stable_members(penv) == 1, 60, "the frozen worker dropped")
                 frozen.proc.send_signal(signal.SIGCONT)
                 # Thawed, it finds it was frozen past its fence's limit and stops.
                 assert frozen.proc.wait(timeout=60) == FROZEN_EXIT_CODE
@@ -100,13 +109,8 @@ def test_a_worker_frozen_past_its_session_timeout_stops_and_nothing_is_lost_or_d
             settle_workers(penv, workers, tmp_path / f"step{n}")
     finally:
         workers[0].proc.send_signal(signal.SIGCONT)
-        # Both at once (a second SIGTERM would cut a shutdown short).
-        for w in workers:
-            w.proc.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.proc.wait(timeout=60)
-            w.stop()
-    assert [w.proc.returncode for w in workers] == [0, 0]
+        codes = stop_together(workers)
+    assert codes == [0, 0]
     # A fresh worker (memory store) restores every state from the changelogs.
     workers = [Worker(penv, tmp_path / "fresh.log")]
     try:
