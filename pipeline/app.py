@@ -199,17 +199,23 @@ def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
 
 
 def _register_loop_lag(app: App, s: Settings) -> None:
-    """Measure the event loop's lag (``siyu_event_loop_lag_seconds``); warn at half the
-    session timeout, before a busy loop costs the worker its partitions; and at that gap,
-    once the worker owned partitions, stop it before it writes (its freeze fence)."""
+    """From the worker's first partition assignment: measure the event loop's lag
+    (``siyu_event_loop_lag_seconds``); warn at half the session timeout, before a busy loop
+    costs the worker its partitions; and at that gap, stop it before it writes (its freeze
+    fence). Not from the app's start, when stores open and topics are created, and not from
+    the end of the first table recovery (as an ``app.task``): a freeze during that recovery,
+    or in the watcher's first quarter second, would go unseen."""
     from pipeline.watchdog import FreezeFence, watch_loop_lag
 
     fence = app.freeze_fence = FreezeFence(s.session_timeout_s / 2)
-    app.on_partitions_assigned.connect(fence.arm)
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def loop_lag() -> None:
-        await watch_loop_lag(metrics.record_loop_lag, fence.limit_s, awake=fence.awake)
+    async def arm_and_watch(*args: Any, **kwargs: Any) -> None:
+        if not fence.armed:
+            fence.arm()
+            watcher = watch_loop_lag(metrics.record_loop_lag, fence.limit_s, awake=fence.awake)
+            app.add_future(watcher)
+
+    app.on_partitions_assigned.connect(arm_and_watch)
 
 
 def _register_health(app: faust.App, sink: SinkService) -> None:

@@ -135,8 +135,10 @@ class FreezeFence:
     worker re-reads from the committed offsets, like after a crash. The limit is half the
     session timeout: heartbeats go every third of it, so a member is not yet expired then.
 
-    Armed from the first partition assignment: a worker that never owned a partition has
-    nothing to fence, and start-up (opening stores, creating topics) may hold the loop.
+    Armed, and its watcher started, at the first partition assignment: a worker that never
+    owned a partition has nothing to fence, and start-up (opening stores, creating topics)
+    may hold the loop. From then on every moment is watched, the table recovery that
+    follows the assignment included.
     What it cannot fence is a freeze between the check and the bytes leaving (microseconds,
     or a produce request larger than the socket's buffer).
     """
@@ -153,9 +155,14 @@ class FreezeFence:
         self.armed = False
         self._last_awake: float | None = None
 
-    def arm(self, *args: Any, **kwargs: Any) -> None:
-        """From now on, a freeze stops the worker (a partitions-assigned signal receiver)."""
-        self.armed = True
+    def arm(self) -> None:
+        """From now on, a freeze stops the worker: the watch starts at this moment, so a
+        freeze before the watcher's next wake is measured too. Its watcher must run from
+        now on (an armed fence that no watcher wakes stops the next produce request after
+        ``limit_s``)."""
+        if not self.armed:
+            self.armed = True
+            self._last_awake = self.clock()
 
     def awake(self) -> None:
         """The loop-lag watcher woke: a long gap since its last wake was a freeze."""

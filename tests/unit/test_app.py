@@ -5,6 +5,7 @@ Building the app connects to nothing, so these run without Kafka.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -35,6 +36,37 @@ def test_standby_replicas_default_keeps_one_warm_copy(
     monkeypatch.chdir(tmp_path)  # no .env
     monkeypatch.delenv("SIYU_STANDBY_REPLICAS", raising=False)
     assert load_settings().standby_replicas == 1
+
+
+def test_the_freeze_fence_is_armed_and_watched_from_the_first_assignment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker frozen right after its first assignment (in its table recovery, or before
+    the loop-lag watcher woke once) is stopped at the watcher's first wake."""
+    monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
+    app = create_app(load_settings())
+    fence = app.freeze_fence
+    now = [0.0]
+    stopped: list[float] = []
+    fence.clock, fence.on_frozen = (lambda: now[0]), (lambda gap, limit: stopped.append(gap))
+
+    async def main() -> None:
+        await asyncio.sleep(0.3)
+        assert not fence.armed
+        await app.on_partitions_assigned.send(set())
+        assert fence.armed
+        futures = set(app._futures)
+        now[0] = 60.0  # frozen at once
+        for _ in range(100):
+            if stopped:
+                break
+            await asyncio.sleep(0.05)
+        await app.on_partitions_assigned.send(set())  # a later assignment
+        assert app._futures == futures  # started no second watcher
+        await app._stop_futures()
+
+    asyncio.run(main())
+    assert stopped == [60.0]
 
 
 def test_health_and_readiness_pages_are_registered(

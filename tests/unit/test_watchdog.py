@@ -140,18 +140,47 @@ def test_an_armed_fence_stops_a_produce_request_that_comes_before_the_watcher_wa
     assert stopped.value.args[0] == pytest.approx(11.0)
 
 
-def test_a_fence_is_harmless_until_armed_and_until_its_watcher_woke_once() -> None:
+def test_a_fence_is_harmless_until_armed() -> None:
     clock = Clock()
-    fence = FreezeFence(5.0, _stop, clock)
-    clock.now = 100.0
-    fence.check()  # armed, but no watcher yet (an app without one never stops)
-    fence.arm()
-    fence.check()
     fence = FreezeFence(5.0, _stop, clock)
     fence.awake()
     clock.now = 200.0  # a start-up that held the loop, before any partition was owned
     fence.awake()
     fence.check()
+    fence.arm()
+    clock.now = 204.9
+    fence.check()
+    fence.awake()
+
+
+def test_a_freeze_right_after_arming_is_measured_from_the_arming() -> None:
+    """Armed at the first assignment, frozen before the watcher's first wake: the gap
+    counts from the arming."""
+    clock = Clock()
+    fence = FreezeFence(5.0, _stop, clock)
+    clock.now = 30.0
+    fence.arm()
+    clock.now = 36.0
+    with pytest.raises(Frozen) as stopped:
+        fence.awake()
+    assert stopped.value.args == (pytest.approx(6.0), 5.0)
+    fence = FreezeFence(5.0, _stop, clock)
+    fence.arm()
+    clock.now = 42.0  # not woken since: the produce request after the thaw is stopped
+    with pytest.raises(Frozen):
+        fence.check()
+
+
+def test_arming_again_does_not_move_the_watch() -> None:
+    """Every later assignment arms again: the gap still counts from the last wake."""
+    clock = Clock()
+    fence = FreezeFence(5.0, _stop, clock)
+    fence.arm()
+    clock.now = 4.0
+    fence.arm()
+    clock.now = 6.0
+    with pytest.raises(Frozen):
+        fence.awake()
 
 
 def test_the_loop_lag_watcher_wakes_the_fence_after_recording_the_lag() -> None:
