@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -284,6 +285,9 @@ def stable_members(penv: PipelineEnv) -> int | None:
     member list is partial then)."""
     from kafka.admin import KafkaAdminClient
 
+    # kafka-python warns of every member when it describes a group: it cannot decode
+    # Faust's member metadata, which the count does not need.
+    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
     group = penv.settings().app_id
     admin = KafkaAdminClient(bootstrap_servers=penv.kafka_bootstrap)
     try:
@@ -291,6 +295,15 @@ def stable_members(penv: PipelineEnv) -> int | None:
     finally:
         admin.close()
     return len(described["members"]) if described["group_state"] == "Stable" else None
+
+
+def wait_all_assigned(penv: PipelineEnv, workers: list[Worker], timeout: float = 90) -> None:
+    """Wait until every worker is a member of the group and done with its assignment: the
+    group is stable with them all, and each one is ready again (a worker is not ready from
+    the moment it starts to join until its partitions are assigned and recovered)."""
+    wait_for(lambda: stable_members(penv) == len(workers), timeout, "every worker in the group")
+    for w in workers:
+        w.wait_ready(timeout)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from tests.integration.pipeline_env import (
     read_messages,
     stable_members,
     stop_together,
+    wait_all_assigned,
     wait_for,
 )
 from tests.integration.test_topology import assert_equals_oracle, in_steps, send, settle_workers
@@ -91,6 +92,10 @@ def test_a_worker_frozen_past_its_session_timeout_stops_and_nothing_is_lost_or_d
         for w in workers:
             w.wait_ready()
         for n, step in enumerate(steps[:restore_at]):
+            if n > 0:
+                # A worker frozen before its first assignment has nothing to fence: the
+                # one to freeze must have joined and taken its partitions first.
+                wait_all_assigned(penv, workers)
             send(penv, step)
             if n > 0:
                 frozen = workers[0]
