@@ -11,7 +11,7 @@ import fcntl
 import gc
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -162,40 +162,70 @@ def _register_memory_trim(app: faust.App, every_s: float) -> None:
 
 
 def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
-    """Exit when owned partitions stop making progress (see pipeline/watchdog.py)."""
+    """Exit when owned partitions, or the table recovery, stop making progress (see
+    pipeline/watchdog.py). Watched from the first partition assignment."""
     import asyncio
-    import os
 
-    from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader, StallWatchdog
+    from pipeline.recovery import restore_positions
+    from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader, Partition, StallWatchdog
 
     watchdog = StallWatchdog(s.stall_timeout_s)
+    restore = StallWatchdog(s.stall_timeout_s, progress="next changelog offset to restore")
     read_offsets = OffsetReader(s.kafka_bootstrap, s.app_id)
     agent_topics = {s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer}
 
-    @app.timer(min(15.0, s.stall_timeout_s / 4), name="siyu.stall-watchdog")  # type: ignore[untyped-decorator]
-    async def watch() -> None:
-        if app.rebalancing or getattr(app, "in_recovery", False) or topo.publish_retries:
-            watchdog.reset()
-            return
+    def exit_stalled(what: str, stuck: list[str]) -> None:
+        log.critical(
+            "%s; exiting with %d for a restart: %s", what, STALL_EXIT_CODE, "; ".join(stuck)
+        )
+        logging.shutdown()
+        os._exit(STALL_EXIT_CODE)
+
+    async def ask(
+        partitions: list[Partition], watch: StallWatchdog
+    ) -> tuple[dict[Partition, int | None], dict[Partition, int]] | None:
+        """The group's committed offsets and the end offsets of ``partitions``, or None
+        (``watch`` reset) when Kafka does not answer: that is not proof of a stall."""
         try:
-            owned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
-            owned = [tp for tp in owned if tp[0] in agent_topics]
-            committed, ends = await asyncio.get_running_loop().run_in_executor(
-                None, read_offsets, owned
-            )
-        except Exception as err:  # no answer from Kafka is not proof of a stall
+            return await asyncio.get_running_loop().run_in_executor(None, read_offsets, partitions)
+        except Exception as err:
             log.warning("stall watchdog could not read offsets: %s", err)
+            watch.reset()
+            return None
+
+    async def look() -> None:
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # not on TableManagerT
+        if topo.publish_retries:
+            watchdog.reset()
+            restore.reset()
+            return
+        if recovery.in_recovery:
+            watchdog.reset()
+            restoring = restore_positions(recovery)
+            offsets = await ask(list(restoring), restore)
+            if offsets is not None:
+                stuck = restore.observe(restoring, offsets[1])
+                if stuck:
+                    exit_stalled("table recovery made no progress", stuck)
+            return
+        restore.reset()
+        if app.rebalancing:
             watchdog.reset()
             return
-        stuck = watchdog.observe(committed, ends)
+        owned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+        offsets = await ask([tp for tp in owned if tp[0] in agent_topics], watchdog)
+        if offsets is None:
+            return
+        stuck = watchdog.observe(*offsets)
         if stuck:
-            log.critical(
-                "no progress on owned partitions; exiting with %d for a restart: %s",
-                STALL_EXIT_CODE,
-                "; ".join(stuck),
-            )
-            logging.shutdown()
-            os._exit(STALL_EXIT_CODE)
+            exit_stalled("no progress on owned partitions", stuck)
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(min(15.0, s.stall_timeout_s / 4))
+            await look()
+
+    _from_first_assignment(app, watch)
 
 
 def _register_loop_lag(app: App, s: Settings) -> None:
@@ -209,13 +239,28 @@ def _register_loop_lag(app: App, s: Settings) -> None:
 
     fence = app.freeze_fence = FreezeFence(s.session_timeout_s / 2)
 
-    async def arm_and_watch(*args: Any, **kwargs: Any) -> None:
-        if not fence.armed:
-            fence.arm()
-            watcher = watch_loop_lag(metrics.record_loop_lag, fence.limit_s, awake=fence.awake)
-            app.add_future(watcher)
+    async def watch() -> None:
+        await watch_loop_lag(metrics.record_loop_lag, fence.limit_s, awake=fence.awake)
 
-    app.on_partitions_assigned.connect(arm_and_watch)
+    _from_first_assignment(app, watch, first=fence.arm)
+
+
+def _from_first_assignment(
+    app: faust.App, task: Callable[[], Awaitable[None]], first: Callable[[], None] = lambda: None
+) -> None:
+    """At ``app``'s first partition assignment, call ``first`` and start ``task`` as a
+    future of the app (stopped with it). Faust's ``app.task`` and ``app.timer`` start only
+    once the first table recovery has ended, which leaves that recovery unwatched."""
+    started = False
+
+    async def on_assigned(*args: Any, **kwargs: Any) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            first()
+            app.add_future(task())
+
+    app.on_partitions_assigned.connect(on_assigned)
 
 
 def _register_health(app: faust.App, sink: SinkService) -> None:

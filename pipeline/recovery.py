@@ -31,6 +31,8 @@ import faust
 from faust.tables.recovery import Recovery
 from mode import Service
 
+from pipeline.watchdog import Partition
+
 log = logging.getLogger(__name__)
 
 #: Longest wait for a changelog record before checking whether recovery has ended (Faust's).
@@ -129,6 +131,15 @@ class TakeAtATimeRecovery(Recovery):
                 self._standbys_span.finish()
                 self._standbys_span = None
             self.tables.on_standbys_ready()
+
+
+def restore_positions(recovery: Recovery) -> dict[Partition, int]:
+    """The next offset to restore of each changelog partition that ``recovery`` restores
+    (Faust keeps the last offset restored, -1 for none)."""
+    return {
+        (tp.topic, tp.partition): recovery.active_offsets.get(tp, -1) + 1
+        for tp in list(recovery.active_tps)
+    }
 
 
 class TableManager(faust.tables.TableManager):

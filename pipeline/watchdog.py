@@ -11,9 +11,15 @@ an operator would: per partition of the agents' topics it owns, is there input w
 moved for ``SIYU_STALL_TIMEOUT_S``? Then it logs why and exits with code 75 (EX_TEMPFAIL),
 before acknowledging anything more; at-least-once delivery makes the restart safe.
 
-Waiting for a reason is not a stall: while partitions are rebalanced or tables recovered,
-or while the topology retries publishing (Kafka is away), the clock is reset. The ClickHouse
-sink is not watched: when ClickHouse is down, pausing is its job.
+Waiting for a reason is not a stall: while partitions are rebalanced, or while the topology
+retries publishing (Kafka is away), the clock is reset. A table recovery is watched the same
+way on its own terms: per changelog partition it restores, is there changelog left to read
+while the next offset to restore has not moved for ``SIYU_STALL_TIMEOUT_S``? Faust's
+recovery can wait for ever (``No event received for active tp``: after a takeover, seen
+here once for 5 minutes until a rebalance cured it), and until it ends nothing else is
+processed. Both watches run from the worker's first partition assignment, so the first
+recovery after a start is watched too. The ClickHouse sink is not watched: when ClickHouse
+is down, pausing is its job.
 """
 
 from __future__ import annotations
@@ -187,6 +193,8 @@ class StallWatchdog:
 
     timeout_s: float
     clock: Callable[[], float] = time.monotonic
+    #: What the offsets observed are, for the descriptions of stuck partitions.
+    progress: str = "committed offset"
     #: Per partition: the committed offset last seen, and since when it has not moved.
     _seen: dict[Partition, tuple[int | None, float]] = field(default_factory=dict)
 
@@ -214,7 +222,7 @@ class StallWatchdog:
             seen[tp] = (offset, since)
             if waiting and now - since >= self.timeout_s:
                 stuck.append(
-                    f"{tp[0]}[{tp[1]}]: committed offset {offset} unchanged for "
+                    f"{tp[0]}[{tp[1]}]: {self.progress} {offset} unchanged for "
                     f"{now - since:.0f}s with input up to {end} waiting"
                 )
         self._seen = seen

@@ -160,7 +160,14 @@ def settle_workers(penv: PipelineEnv, workers: list[Worker], log_dir: Path) -> i
                 continue
             log = worker.log_path.read_text()
             assert worker.proc.returncode == STALL_EXIT_CODE, f"worker died:\n{log[-3000:]}"
-            assert "no progress on owned partitions" in log or "did not deliver" in log
+            assert any(
+                why in log
+                for why in (
+                    "no progress on owned partitions",
+                    "table recovery made no progress",
+                    "did not deliver",
+                )
+            )
             restarts += 1
             workers[i] = worker.again(log_dir / f"restart{restarts}.log")
             workers[i].wait_ready()

@@ -6,16 +6,19 @@ Building the app connects to nothing, so these run without Kafka.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from faust.types import TP
 
 from pipeline.app import claim_data_dir, create_app
 from pipeline.errors import ConfigError
 from pipeline.settings import load_settings
+from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader
 
 
 @pytest.mark.parametrize("replicas", [0, 2])
@@ -67,6 +70,80 @@ def test_the_freeze_fence_is_armed_and_watched_from_the_first_assignment(
 
     asyncio.run(main())
     assert stopped == [60.0]
+
+
+def test_the_stall_watchdog_watches_the_table_recovery_from_the_first_assignment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose first table recovery stands still (Faust waits for a changelog record
+    that never comes) exits for a restart. The recovery's state is set by hand here;
+    tests/integration/test_stuck_recovery.py gets it stuck on a real broker."""
+    monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SIYU_STALL_TIMEOUT_S", "0.4")
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
+    # The broker's answer: the changelog partition holds offsets 0..9.
+    asked: list[list[tuple[str, int]]] = []
+    ends = {("t-changelog", 0): 10}
+    monkeypatch.setattr(OffsetReader, "__call__", lambda self, tps: asked.append(tps) or ({}, ends))
+    app = create_app(load_settings())
+    recovery = app.tables.recovery
+    tp = TP("t-changelog", 0)
+    recovery.active_tps = {tp}
+    recovery.active_offsets[tp] = 4  # restored up to offset 4
+    recovery.in_recovery = True
+
+    async def main() -> None:
+        await asyncio.sleep(0.6)
+        assert not exits  # not watched before the first assignment
+        await app.on_partitions_assigned.send(set())
+        for _ in range(100):
+            if exits:
+                break
+            await asyncio.sleep(0.05)
+        await app._stop_futures()
+
+    with caplog.at_level(logging.CRITICAL, logger="pipeline.app"):
+        asyncio.run(main())
+    assert exits[:1] == [STALL_EXIT_CODE]
+    assert asked[0] == [("t-changelog", 0)]
+    assert (
+        "table recovery made no progress; exiting with 75 for a restart: t-changelog[0]: "
+        "next changelog offset to restore 5 unchanged for "
+    ) in caplog.text
+    assert "with input up to 10 waiting" in caplog.text
+
+
+def test_a_table_recovery_is_not_judged_while_kafka_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SIYU_STALL_TIMEOUT_S", "0.2")
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
+
+    def away(self: OffsetReader, tps: list[tuple[str, int]]) -> None:
+        raise ConnectionError("broker away")
+
+    monkeypatch.setattr(OffsetReader, "__call__", away)
+    app = create_app(load_settings())
+    recovery = app.tables.recovery
+    tp = TP("t-changelog", 0)
+    recovery.active_tps = {tp}
+    recovery.active_offsets[tp] = 4
+    recovery.in_recovery = True
+
+    async def main() -> None:
+        await app.on_partitions_assigned.send(set())
+        await asyncio.sleep(1.0)  # 20 looks, 5 stall timeouts
+        await app._stop_futures()
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.app"):
+        asyncio.run(main())
+    assert exits == []
+    assert "stall watchdog could not read offsets: broker away" in caplog.text
 
 
 def test_health_and_readiness_pages_are_registered(
