@@ -223,7 +223,10 @@ def _register_watchdog(app: faust.App, topo: Topology, s: Settings) -> None:
     async def watch() -> None:
         while True:
             await asyncio.sleep(min(15.0, s.stall_timeout_s / 4))
-            await look()
+            try:
+                await look()
+            except Exception:  # a fault in the watch must not crash the worker it watches
+                log.exception("the stall watchdog failed to look; it looks again")
 
     _from_first_assignment(app, watch)
 

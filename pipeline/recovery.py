@@ -135,11 +135,13 @@ class TakeAtATimeRecovery(Recovery):
 
 def restore_positions(recovery: Recovery) -> dict[Partition, int]:
     """The next offset to restore of each changelog partition that ``recovery`` restores
-    (Faust keeps the last offset restored, -1 for none)."""
-    return {
-        (tp.topic, tp.partition): recovery.active_offsets.get(tp, -1) + 1
-        for tp in list(recovery.active_tps)
-    }
+    (Faust keeps the last offset restored: -1 or None for none yet, or absent before it
+    has read where the restore starts)."""
+    positions = {}
+    for tp in list(recovery.active_tps):
+        last = recovery.active_offsets.get(tp)
+        positions[(tp.topic, tp.partition)] = 0 if last is None else last + 1
+    return positions
 
 
 class TableManager(faust.tables.TableManager):

@@ -17,6 +17,7 @@ from faust.types import TP
 
 from pipeline.app import claim_data_dir, create_app
 from pipeline.errors import ConfigError
+from pipeline.recovery import restore_positions
 from pipeline.settings import load_settings
 from pipeline.watchdog import STALL_EXIT_CODE, OffsetReader
 
@@ -113,6 +114,43 @@ def test_the_stall_watchdog_watches_the_table_recovery_from_the_first_assignment
         "next changelog offset to restore 5 unchanged for "
     ) in caplog.text
     assert "with input up to 10 waiting" in caplog.text
+
+
+def test_the_next_offset_to_restore_is_read_from_what_faust_keeps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Faust keeps the last offset restored per partition: -1, None or nothing before the
+    first record (a None crashed a worker in the frozen-worker test)."""
+    monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
+    recovery = create_app(load_settings()).tables.recovery
+    tps = [TP("c", p) for p in range(4)]
+    recovery.active_tps = set(tps)
+    recovery.active_offsets.update({tps[0]: 4, tps[1]: -1, tps[2]: None})
+    assert restore_positions(recovery) == {("c", 0): 5, ("c", 1): 0, ("c", 2): 0, ("c", 3): 0}
+
+
+def test_a_fault_in_the_stall_watchdog_is_logged_and_it_looks_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SIYU_STALL_TIMEOUT_S", "0.2")
+
+    def broken(recovery: object) -> dict[tuple[str, int], int]:
+        raise TypeError("a bug in the watch")
+
+    monkeypatch.setattr("pipeline.recovery.restore_positions", broken)
+    app = create_app(load_settings())
+    app.tables.recovery.in_recovery = True
+
+    async def main() -> None:
+        await app.on_partitions_assigned.send(set())
+        await asyncio.sleep(0.5)
+        await app._stop_futures()
+
+    with caplog.at_level(logging.ERROR, logger="pipeline.app"):
+        asyncio.run(main())
+    assert caplog.text.count("the stall watchdog failed to look; it looks again") >= 2
+    assert "a bug in the watch" in caplog.text
 
 
 def test_a_table_recovery_is_not_judged_while_kafka_does_not_answer(
