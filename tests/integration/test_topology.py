@@ -169,8 +169,9 @@ def settle_workers(penv: PipelineEnv, workers: list[Worker], log_dir: Path) -> i
                 )
             )
             restarts += 1
+            # Not waited for: a restart can exit again before it is ready (a hole in its
+            # first batch), and the next look restarts it again.
             workers[i] = worker.again(log_dir / f"restart{restarts}.log")
-            workers[i].wait_ready()
 
     with Quiescence(penv.settings()) as q:
         q.wait(300, interval_s=0.3, check=supervise)
