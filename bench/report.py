@@ -308,12 +308,54 @@ def markdown(results: dict[str, Any]) -> str:
             f"({d['cpu_us_per_event']:.1f} µs per event).",
             "",
         ]
+        own = d.get("throughput_events")
+        if own:
+            lines += [
+                f"On the throughput runs' own {own['events']:,} events: "
+                f"{own['events_per_cpu_s']:,.0f} events per CPU second "
+                f"({own['cpu_us_per_event']:.1f} µs per event).",
+                "",
+            ]
     checks = verdict(results)
     if checks:
         lines += ["## Targets of issue 8", "", "| target | measured | result |", "|---|---|---|"]
         lines += [f"| {t} | {m} | {'PASS' if ok else 'FAIL'} |" for t, m, ok in checks]
         lines += ["", verdict_line(checks)]
+        bound = domain_bound(results)
+        if bound is not None:
+            lines += ["", bound_sentence(bound)]
     return "\n".join(lines) + "\n"
+
+
+def domain_bound(results: dict[str, Any]) -> float | None:
+    """The largest share of the ceiling that any one worker running this domain core can
+    reach on the throughput runs' events, whatever everything else costs: the domain core's
+    events per CPU second on those events over the ceiling's events per second. A worker
+    steps every event on its one event loop, one core at most, so its rate is at most the
+    domain core's. None when the two were not both measured."""
+    t = results.get("throughput")
+    own = (results.get("domain") or {}).get("throughput_events")
+    if not t or not own:
+        return None
+    return float(own["events_per_cpu_s"] / t["summary"]["ceiling_events_per_s"]["median"])
+
+
+def bound_sentence(bound: float) -> str:
+    """What :func:`domain_bound` says of issue 8's throughput target."""
+    said = (
+        f"The domain core alone steps the throughput runs' events at {bound:.1%} of the "
+        "ceiling's rate (events per CPU second of its steps, no parsing, no Kafka, no "
+        "ClickHouse). A worker runs those steps on its one event loop, so "
+    )
+    if bound < MIN_RATIO_TO_CEILING:
+        return said + (
+            f"**no worker running this domain core can reach {MIN_RATIO_TO_CEILING:.0%} of the "
+            f"ceiling: at most {bound:.1%}**, even if everything else it does cost nothing."
+        )
+    return said + (
+        f"the domain core leaves room for the {MIN_RATIO_TO_CEILING:.0%} target: it rules "
+        f"out only ratios above {bound:.1%}."
+    )
 
 
 def verdict_line(checks: list[tuple[str, str, bool]]) -> str:

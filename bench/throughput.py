@@ -188,11 +188,16 @@ def one_run(
     }
 
 
+def throughput_events(n_events: int) -> list[AnyEvent]:
+    """The events every throughput run sends: ``n_events`` of them, 20 per user."""
+    return scenario_events(n_events, n_users=max(200, n_events // 20))
+
+
 def runs(
     kafka: str, clickhouse_port: int, n_events: int, n_runs: int, sdk_batch: int = SDK_BATCH
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``n_runs`` throughput runs on the same generated events: (meta, per-run figures)."""
-    events = scenario_events(n_events, n_users=max(200, n_events // 20))
+    events = throughput_events(n_events)
     meta = {"events": len(events), "users": users_of(events), "sdk_batch": sdk_batch}
     out = []
     for r in range(n_runs):
