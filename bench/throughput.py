@@ -194,10 +194,14 @@ def throughput_events(n_events: int) -> list[AnyEvent]:
 
 
 def runs(
-    kafka: str, clickhouse_port: int, n_events: int, n_runs: int, sdk_batch: int = SDK_BATCH
+    kafka: str,
+    clickhouse_port: int,
+    events: list[AnyEvent],
+    n_runs: int,
+    sdk_batch: int = SDK_BATCH,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``n_runs`` throughput runs on the same generated events: (meta, per-run figures)."""
-    events = throughput_events(n_events)
+    """``n_runs`` throughput runs on ``events`` (:func:`throughput_events`): (meta, per-run
+    figures)."""
     meta = {"events": len(events), "users": users_of(events), "sdk_batch": sdk_batch}
     out = []
     for r in range(n_runs):
@@ -216,7 +220,8 @@ def main() -> None:
     parser.add_argument("--clickhouse-port", type=int, default=19000)
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
-    meta, per_run = runs(args.kafka, args.clickhouse_port, args.events, args.runs, args.sdk_batch)
+    events = throughput_events(args.events)
+    meta, per_run = runs(args.kafka, args.clickhouse_port, events, args.runs, args.sdk_batch)
     results = {"meta": report.meta(**meta), "throughput": report.summarise(per_run)}
     print(report.write("throughput", results, report.markdown(results)))
 
