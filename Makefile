@@ -58,22 +58,22 @@ test-integration: install system ## Integration tests only (real Kafka and Click
 	$(PY) -m pytest -q -ra tests/integration
 
 lint: install ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check pipeline tests bench
-	$(VENV)/bin/ruff format --check pipeline tests bench
+	$(VENV)/bin/ruff check pipeline tests
+	$(VENV)/bin/ruff format --check pipeline tests
 	$(VENV)/bin/mypy
 
 format: install ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix pipeline tests bench
-	$(VENV)/bin/ruff format pipeline tests bench
+	$(VENV)/bin/ruff check --fix pipeline tests
+	$(VENV)/bin/ruff format pipeline tests
 
 clean: down ## Remove the virtualenv and local state (not the Maven cache)
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
 bench: migrate ## Issue 8's benchmark: one worker vs the ceiling, latency, state size (BENCH_ARGS=--help)
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 profile: migrate ## Where one worker's time goes: py-spy on a backlog or live traffic (BENCH_ARGS=--help)
-	$(PY) -m bench.profile $(BENCH_ARGS)
+	$(PY) -m tests.bench.profile $(BENCH_ARGS)
 
 COMPOSE := docker compose -f deploy/compose/compose.yaml
 

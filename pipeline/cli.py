@@ -49,8 +49,8 @@ def worker() -> None:
     """Run one worker: ingest agent, state agents and the ClickHouse sink."""
     from faust.worker import Worker
 
-    from pipeline.app import claim_data_dir, create_app, tune_gc
-    from pipeline.topics import check_session_timeout, ensure_topics, topic_specs
+    from pipeline.kafka.topics import check_session_timeout, ensure_topics, topic_specs
+    from pipeline.worker.app import claim_data_dir, create_app, tune_gc
 
     s = _settings()
     logging.basicConfig(
@@ -114,7 +114,7 @@ def migrate() -> None:
 @main.command()
 def topics() -> None:
     """Create the pipeline's Kafka topics if missing and check existing ones."""
-    from pipeline.topics import ensure_topics, topic_specs
+    from pipeline.kafka.topics import ensure_topics, topic_specs
 
     s = _settings()
     created = ensure_topics(s.kafka_bootstrap, topic_specs(s))
@@ -132,7 +132,7 @@ def topics() -> None:
 )
 def schemas(check: bool, out_dir: Path) -> None:
     """Write the JSON Schemas of the event contract (generated from the Pydantic models)."""
-    from pipeline.events import event_json_schemas
+    from pipeline.contract.events import event_json_schemas
 
     stale = []
     for name, schema in event_json_schemas().items():
@@ -154,7 +154,7 @@ def schemas(check: bool, out_dir: Path) -> None:
 @main.command()
 def check() -> None:
     """Check that Kafka and ClickHouse answer, in one line each."""
-    from pipeline.topics import admin_client
+    from pipeline.kafka.topics import admin_client
 
     s = _settings()
     admin = admin_client(s.kafka_bootstrap)
@@ -173,8 +173,8 @@ def check() -> None:
 def demo(users: int, days: int, seed: int) -> None:
     """Run a generated brand through collector, Kafka, worker and ClickHouse; print the
     answers and whether they agree with a recomputation (exit code 1 if not)."""
-    from pipeline.demo import demo_command
-    from pipeline.demo_brand import BrandParams
+    from pipeline.demo.brand import BrandParams
+    from pipeline.demo.run import demo_command
 
     params = BrandParams(users=users, days=days, seed=seed)
     if not demo_command(_settings(), params, echo=click.echo).agrees:
@@ -186,8 +186,8 @@ def demo(users: int, days: int, seed: int) -> None:
 def summary(brand: str | None) -> None:
     """Print the demo's answers (KOLs, KOCs, tiers, conversion, dead letters) for a brand,
     read from the demo's ClickHouse database."""
-    from pipeline.demo import demo_database, print_answers
-    from pipeline.demo_brand import BrandParams
+    from pipeline.demo.brand import BrandParams
+    from pipeline.demo.run import demo_database, print_answers
 
     print_answers(demo_database(_settings()), brand or BrandParams().brand_id, echo=click.echo)
 

@@ -43,10 +43,10 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from pipeline.deadletter import H_BRAND
+from pipeline.contract.deadletter import H_BRAND
 from pipeline.domain.rows import CreditRow
 from pipeline.domain.rows import Row as DomainRow
-from pipeline.ingest import DeadLetter, IngestResult
+from pipeline.worker.ingest import DeadLetter, IngestResult
 
 log = logging.getLogger(__name__)
 

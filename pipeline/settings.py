@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipeline.contract.events import MAX_EVENTS_PER_ENVELOPE
 from pipeline.errors import ConfigError
-from pipeline.events import MAX_EVENTS_PER_ENVELOPE
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         description="Rounds of the by-* topics being processed to their end before ingest "
-        "announces event-time progress (pipeline/watermarks.py): bounds the causal chains "
+        "announces event-time progress (pipeline/worker/watermarks.py): bounds the causal chains "
         "(agent to agent) a watermark never overtakes.",
     )
     memory_trim_s: float = Field(
@@ -206,7 +206,7 @@ class Settings(BaseSettings):
         ge=0,
         description="A worker whose owned partitions have input waiting but no committed "
         "progress for this long exits with code 75 for its supervisor to restart it "
-        "(pipeline/watchdog.py); 0 turns the watchdog off.",
+        "(pipeline/worker/watchdog.py); 0 turns the watchdog off.",
     )
 
     # --- Collector: the HTTP front door for brand apps (docs/collector.md) ----------------------

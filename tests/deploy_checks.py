@@ -322,7 +322,7 @@ class Routes:
 
 
 def _worker_routes() -> set[str]:
-    from pipeline.app import create_app
+    from pipeline.worker.app import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(Settings.model_validate({"data_dir": tmp}))

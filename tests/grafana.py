@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.deadletter import Source, dead_letter_headers, dead_letter_row
+from pipeline.contract.deadletter import Source, dead_letter_headers, dead_letter_row
+from pipeline.contract.events import ClickEvent, PurchaseEvent, Reject, RejectReason, ShareEvent
 from pipeline.domain import Engine
 from pipeline.domain.rows import TOO_LATE_FOR_ATTRIBUTION, CreditRow, LateEventRow
-from pipeline.events import ClickEvent, PurchaseEvent, Reject, RejectReason, ShareEvent
 from pipeline.sink.rows import (
     DEAD_LETTERS,
     DOMAIN_TABLES,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 
 Event = ClickEvent | ShareEvent | PurchaseEvent
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

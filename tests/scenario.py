@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 
 Event = ClickEvent | ShareEvent | PurchaseEvent
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)

@@ -9,7 +9,7 @@ Modules, in the order a request meets them:
 - :mod:`~pipeline.collector.limits`: in-flight requests and bytes, bounded;
 - :mod:`~pipeline.collector.intake`: body → accepted events and rejects (pure, no I/O);
 - :mod:`~pipeline.collector.publish`: accepted events and dead letters to Kafka;
-- :mod:`~pipeline.collector.models`: the response bodies (and the OpenAPI schemas);
+- :mod:`~pipeline.contract.http`: the response bodies (and the OpenAPI schemas);
 - :mod:`~pipeline.collector.server`: the aiohttp application tying them together;
 - :mod:`~pipeline.collector.metrics`, :mod:`~pipeline.collector.openapi`,
   :mod:`~pipeline.collector.commands` (the ``siyu collector*`` commands).

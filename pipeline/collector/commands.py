@@ -14,7 +14,7 @@ import click
 from pydantic import TypeAdapter, ValidationError
 
 from pipeline.collector.keys import check_key_strength, hash_key, new_key
-from pipeline.events import ShortName
+from pipeline.contract.events import ShortName
 from pipeline.settings import load_settings
 
 OPENAPI_FILE = Path("schemas/openapi/collector.json")
@@ -29,7 +29,7 @@ def collector(host: str | None, port: int | None) -> None:
 
     from pipeline.collector.keys import KeyRing
     from pipeline.collector.server import EVENTS_PATH, Collector
-    from pipeline.topics import ensure_topics, topic_specs
+    from pipeline.kafka.topics import ensure_topics, topic_specs
 
     s = load_settings()
     keys = KeyRing.from_settings(s)

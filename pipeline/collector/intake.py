@@ -1,7 +1,7 @@
 """A request body in, accepted events and per-event rejects out. Pure: no I/O, no clock.
 
 The body is one event object or an envelope ``{"events": [...]}`` (the same shapes, and
-the same validation, as a Kafka message: :mod:`pipeline.events`). Problems with the body as
+the same validation, as a Kafka message: :mod:`pipeline.contract.events`). Problems with the body as
 a whole (not JSON, not an envelope, too many events, another brand's events) refuse the
 request: nothing of it is written. Problems with single events reject only those events.
 """
@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.collector.models import ErrorCode, EventResult
-from pipeline.events import (
+from pipeline.contract.events import (
     ClickEvent,
     PurchaseEvent,
     Reject,
@@ -23,6 +22,7 @@ from pipeline.events import (
     not_after,
     validate_event,
 )
+from pipeline.contract.http import ErrorCode, EventResult
 
 AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
 

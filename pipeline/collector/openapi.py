@@ -1,7 +1,7 @@
 """The collector's OpenAPI 3.1 description, generated from the models the code uses.
 
-Request schemas are the event contract's models (:mod:`pipeline.events`), response schemas
-the collector's (:mod:`pipeline.collector.models`); limits are the settings' defaults.
+Request schemas are the event contract's models (:mod:`pipeline.contract.events`), response schemas
+the collector's (:mod:`pipeline.contract.http`); limits are the settings' defaults.
 ``siyu openapi`` writes ``schemas/openapi/collector.json`` and a test fails when the file
 and this function disagree, so the description cannot drift from the code.
 """
@@ -13,15 +13,15 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from pipeline.collector.models import (
+from pipeline.collector.server import EVENTS_PATH
+from pipeline.contract.events import ClickEvent, Envelope, PurchaseEvent, RejectReason, ShareEvent
+from pipeline.contract.http import (
     ErrorCode,
     ErrorResponse,
     Health,
     IngestResponse,
     Readiness,
 )
-from pipeline.collector.server import EVENTS_PATH
-from pipeline.events import ClickEvent, Envelope, PurchaseEvent, RejectReason, ShareEvent
 from pipeline.settings import Settings
 
 #: Version of the HTTP API (not of the siyu package): bumped when the contract changes.

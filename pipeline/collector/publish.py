@@ -1,12 +1,12 @@
 """Accepted events and dead letters to Kafka, with ``acks=all``, or a clear "not now".
 
-Accepted events of a request go to the events topic as envelopes (:mod:`pipeline.envelopes`):
-each user's events to a partition chosen by brand and user, at most one envelope per
-partition per request unless the count or byte limit splits it. The message key is the
-brand id; routing is by the explicit partition, so the key is only for people reading the
-topic. Rejected events go to the dead-letter topic with their original bytes and the usual
-headers (:mod:`pipeline.deadletter`), sourced as topic ``collector``, partition 0, offset
-= the request id, index = the event's position in the request.
+Accepted events of a request go to the events topic as envelopes
+(:mod:`pipeline.contract.envelopes`): each user's events to a partition chosen by brand and user,
+at most one envelope per partition per request unless the count or byte limit splits it. The
+message key is the brand id; routing is by the explicit partition, so the key is only for people
+reading the topic. Rejected events go to the dead-letter topic with their original bytes and the
+usual headers (:mod:`pipeline.contract.deadletter`), sourced as topic ``collector``, partition 0,
+offset = the request id, index = the event's position in the request.
 
 Before anything is handed to the producer, the leaders of the partitions about to be
 written must be reachable. When a broker is down the request is refused at once with
@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from pipeline.deadletter import H_BRAND, Source, dead_letter_headers
-from pipeline.envelopes import pack_envelopes, user_partition
+from pipeline.contract.deadletter import H_BRAND, Source, dead_letter_headers
+from pipeline.contract.envelopes import pack_envelopes, user_partition
+from pipeline.contract.events import ClickEvent, PurchaseEvent, Reject, ShareEvent
 from pipeline.errors import ServiceUnavailable
-from pipeline.events import ClickEvent, PurchaseEvent, Reject, ShareEvent
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -27,15 +27,15 @@ from pipeline.collector.intake import Intake, Refusal, take_in
 from pipeline.collector.keys import KeyRing, bearer_token
 from pipeline.collector.limits import Gate, Ticket
 from pipeline.collector.metrics import CollectorMetrics
-from pipeline.collector.models import (
+from pipeline.collector.publish import KafkaUnavailable, Publisher
+from pipeline.contract.events import utc_now
+from pipeline.contract.http import (
     ErrorCode,
     ErrorResponse,
     Health,
     IngestResponse,
     Readiness,
 )
-from pipeline.collector.publish import KafkaUnavailable, Publisher
-from pipeline.events import utc_now
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.contract.events import ShareEvent
 from pipeline.domain.config import DomainConfig
 from pipeline.domain.eventtime import NO_WATERMARK, to_us
 from pipeline.domain.messages import (
@@ -36,7 +37,6 @@ from pipeline.domain.messages import (
     StepResult,
 )
 from pipeline.domain.rows import Row, ShareChainRow
-from pipeline.events import ShareEvent
 
 _SHARE = ProcessorName.SHARE
 _USER = ProcessorName.USER

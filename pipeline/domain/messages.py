@@ -21,8 +21,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain.rows import Row
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
 
 
 class ProcessorName(StrEnum):

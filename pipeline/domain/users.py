@@ -26,6 +26,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain.attribution import (
     Credit,
     CreditKind,
@@ -49,7 +50,6 @@ from pipeline.domain.messages import (
     UserMessage,
 )
 from pipeline.domain.rows import TOO_LATE_FOR_ATTRIBUTION, CreditRow, LateEventRow, LoyaltyRow, Row
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
 
 _at = attrgetter("at_us")
 #: History order: event time, then event id.

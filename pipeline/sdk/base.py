@@ -23,8 +23,8 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
+from pipeline.contract.events import MAX_EVENTS_PER_ENVELOPE, ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.errors import SiyuError
-from pipeline.events import MAX_EVENTS_PER_ENVELOPE, ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.sdk.track import Properties, click_event, purchase_event, share_event
 
 AnyEvent = ClickEvent | ShareEvent | PurchaseEvent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent, decode_message
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent, decode_message
 from pipeline.sdk.base import DeliveryError, Emitter, Rejected
 from pipeline.sdk.http_emitter import RequestRefused
 

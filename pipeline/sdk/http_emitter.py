@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from pipeline.collector.models import ErrorResponse, IngestResponse
-from pipeline.envelopes import Packed, pack_envelopes
+from pipeline.contract.envelopes import Packed, pack_envelopes
+from pipeline.contract.http import ErrorResponse, IngestResponse
 from pipeline.errors import SiyuError
 from pipeline.sdk.base import AnyEvent, DeliveryError, Emitter, Rejected
 from pipeline.sdk.retry import Backoff, parse_retry_after

@@ -6,7 +6,7 @@ emitter resends the *same envelope bytes* with backoff, up to ``max_attempts``: 
 same event ids, so the worst a retry can do is write a copy that the pipeline drops by
 ``event_id``. That dedup is also why the producer is not idempotent (see the config).
 
-Envelopes are packed per partition (:mod:`pipeline.envelopes`): a user's events go to one
+Envelopes are packed per partition (:mod:`pipeline.contract.envelopes`): a user's events go to one
 partition of the events topic, in order. The message key is the brand id when the envelope
 holds one brand (routing uses the explicit partition either way).
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.envelopes import Packed, pack_envelopes
+from pipeline.contract.envelopes import Packed, pack_envelopes
 from pipeline.errors import ServiceUnavailable
 from pipeline.sdk.base import DeliveryError, Emitter
 from pipeline.sdk.retry import Backoff

@@ -11,7 +11,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from pipeline.events import (
+from pipeline.contract.events import (
     SCHEMA_VERSION,
     ClickEvent,
     PurchaseEvent,

@@ -1,6 +1,6 @@
 """Versioned schema migrations: numbered SQL files applied in order, recorded, safe to rerun.
 
-Files live in ``pipeline/migrations/NNNN_name.sql``; statements are separated by a line
+Files live in ``pipeline/sink/sql/NNNN_name.sql``; statements are separated by a line
 ending in ``;``. Two kinds of placeholders are filled before a file runs, both identifiers or
 type names, never values: ``{db}`` (the database) and feature types chosen from the server
 version (``{lc_string}`` is ``LowCardinality(String)`` where the server has it, else
@@ -55,7 +55,7 @@ class Migration:
 def load_migrations() -> list[Migration]:
     """All migration files shipped with the package, in version order."""
     found: list[Migration] = []
-    for entry in resources.files("pipeline.migrations").iterdir():
+    for entry in (resources.files("pipeline.sink") / "sql").iterdir():
         m = _FILE.match(entry.name)
         if m:
             found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))

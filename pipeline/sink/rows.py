@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain.rows import ROW_TYPES as DOMAIN_ROW_TYPES
 from pipeline.domain.rows import Row as DomainRow
 from pipeline.domain.rows import coalesce_snapshots
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
 
 Row = list[Any]
 

@@ -29,7 +29,7 @@ from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
 from pipeline import metrics
-from pipeline.deadletter import dead_letter_row
+from pipeline.contract.deadletter import dead_letter_row
 from pipeline.settings import Settings
 from pipeline.sink.cluster import insert_settings
 from pipeline.sink.rows import DEAD_LETTERS, Row, RowBatch

@@ -36,7 +36,7 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
 from pipeline import metrics
-from pipeline.deadletter import (
+from pipeline.contract.deadletter import (
     H_BRAND,
     H_DETAIL,
     H_OFFSET,

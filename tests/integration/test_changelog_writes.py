@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rocksdict import Options, Rdict
 
-from pipeline.changelog import TableWrites
+from pipeline.worker.faust.tables import TableWrites
 from tests.integration.conftest import FreshTopic
 
 

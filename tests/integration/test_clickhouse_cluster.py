@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from pipeline.events import RejectReason
+from pipeline.contract.events import RejectReason
 from pipeline.sink.clickhouse import client_from_url
 from pipeline.sink.rows import TABLES
 from tests.integration import cluster

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from pipeline.collector.keys import hash_key, new_key
-from pipeline.collector.models import ErrorResponse, IngestResponse
 from pipeline.collector.openapi import openapi_document
-from pipeline.deadletter import H_BRAND, H_INDEX, H_OFFSET, H_REASON, H_TOPIC
+from pipeline.contract.deadletter import H_BRAND, H_INDEX, H_OFFSET, H_REASON, H_TOPIC
+from pipeline.contract.http import ErrorResponse, IngestResponse
 from pipeline.sdk import HttpEmitter
 from tests.integration import stack
 from tests.integration.collector_env import (
@@ -39,7 +39,7 @@ from tests.integration.collector_env import (
     read_topic,
 )
 from tests.integration.pipeline_env import REPO, wait_for
-from tests.unit.test_events import purchase
+from tests.unit.contract.test_events import purchase
 
 MAX_BODY = 65_536
 MAX_EVENTS = 100

@@ -1,6 +1,6 @@
 """The worker's Kafka consumer runs on the worker's own event loop, against a real broker:
 starting it starts no thread, it fetches what was produced, and stopping it closes it and
-leaves no task behind (pipeline/transport.py, ``SameLoopConsumerThread``)."""
+leaves no task behind (pipeline/worker/faust/aiokafka.py, ``SameLoopConsumerThread``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from faust.types import TP
 
-from pipeline.app import create_app
 from pipeline.settings import load_settings
+from pipeline.worker.app import create_app
 from tests.integration.conftest import FreshTopic
 from tests.integration.pipeline_env import produce
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from pipeline.demo import DemoOutcome, demo_command, demo_database
-from pipeline.demo_answers import compute_answers
-from pipeline.demo_brand import BrandParams, generate
-from pipeline.demo_readback import compare_answers, format_comparison, read_answers
-from pipeline.events import RejectReason
+from pipeline.contract.events import RejectReason
+from pipeline.demo.answers import compute_answers
+from pipeline.demo.brand import BrandParams, generate
+from pipeline.demo.readback import compare_answers, format_comparison, read_answers
+from pipeline.demo.run import DemoOutcome, demo_command, demo_database
 from pipeline.sink.clickhouse import ServerVersion, client_from_url
 from pipeline.sink.migrations import migrate
 from tests.chdb_client import ChdbClient

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.integration.collector_env import event_ids, read_topic
 from tests.integration.conftest import FreshTopic
 from tests.integration.pipeline_env import REPO
-from tests.unit.test_events import purchase
+from tests.unit.contract.test_events import purchase
 
 
 def _emit(path: Path, bootstrap: str, topic: str) -> subprocess.CompletedProcess[str]:

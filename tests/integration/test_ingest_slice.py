@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer
 
-from pipeline.deadletter import H_INDEX, H_REASON
+from pipeline.contract.deadletter import H_INDEX, H_REASON
 from tests.integration.pipeline_env import (
     PipelineEnv,
     produce,
@@ -17,7 +17,7 @@ from tests.integration.pipeline_env import (
     running_worker,
     wait_for,
 )
-from tests.unit.test_events import purchase
+from tests.unit.contract.test_events import purchase
 
 
 def _event(i: int, etype: str) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.deadletter import H_INDEX, H_REASON, H_TOPIC
-from pipeline.topology import partition_for
+from pipeline.contract.deadletter import H_INDEX, H_REASON, H_TOPIC
+from pipeline.worker.topology import partition_for
 from tests.integration.pipeline_env import (
     PipelineEnv,
     produce,
@@ -21,7 +21,7 @@ from tests.integration.pipeline_env import (
     wait_for,
 )
 from tests.integration.test_topology import quiescent
-from tests.unit.test_events import purchase
+from tests.unit.contract.test_events import purchase
 
 #: (message, the dead letters it makes: element index or None for the whole message)
 GARBAGE: list[tuple[bytes, list[int | None]]] = [

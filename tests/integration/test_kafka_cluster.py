@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from pipeline.events import encode_envelope
-from pipeline.quiescence import Quiescence
+from pipeline.contract.events import encode_envelope
+from pipeline.kafka.quiescence import Quiescence
+from pipeline.kafka.topics import topic_configs, topic_specs
 from pipeline.sink.clickhouse import client_from_url
-from pipeline.topics import topic_configs, topic_specs
 from tests.integration import cluster
 from tests.integration.cluster import ClusterEnv
 from tests.integration.pipeline_env import running_worker, wait_for

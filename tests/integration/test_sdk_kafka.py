@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.kafka.topics import topic_specs
 from pipeline.sdk import KafkaEmitter
 from pipeline.sdk.retry import Backoff
 from pipeline.sink.clickhouse import client_from_url
-from pipeline.topics import topic_specs
 from tests.integration import stack
 from tests.integration.collector_env import event_ids, kafka_stopped, read_topic
 from tests.integration.pipeline_env import PipelineEnv, running_worker, wait_for

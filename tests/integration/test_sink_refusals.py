@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from pipeline.deadletter import (
+from pipeline.contract.deadletter import (
     H_DETAIL,
     H_INDEX,
     H_OFFSET,
@@ -25,10 +25,10 @@ from pipeline.deadletter import (
     H_TIMESTAMP,
     H_TOPIC,
 )
-from pipeline.events import decode_message
+from pipeline.contract.events import decode_message
 from pipeline.sink.rows import EVENTS, RowBatch, event_row
 from tests.integration.pipeline_env import PipelineEnv, produce, running_worker, wait_for
-from tests.unit.test_events import purchase
+from tests.unit.contract.test_events import purchase
 
 _COLUMN = {name: i for i, name in enumerate(EVENTS.columns)}
 

@@ -1,6 +1,6 @@
 """Input an agent did not process is never skipped silently.
 
-Each agent records, per partition, the last input offset it processed (pipeline/topology.py).
+Each agent records, per partition, the last input offset it processed (pipeline/worker/topology.py).
 When the next message it is given is further on, the messages in between were skipped:
 by the consumer (faust-streaming can do that after a rebalance, and then commits past them;
 the worker stops before acknowledging, so that a restart reads them), by retention, or by an

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from pipeline.watchdog import STALL_EXIT_CODE
+from pipeline.worker.watchdog import STALL_EXIT_CODE
 from tests.integration.pipeline_env import PipelineEnv, Worker, produce, wait_for
 from tests.integration.test_ingest_slice import _event
 from tests.integration.test_topology import quiescent

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.topics import admin_client, changelog_topic, topic_configs
+from pipeline.kafka.topics import admin_client, changelog_topic, topic_configs
 from tests.integration.pipeline_env import PipelineEnv
 
 

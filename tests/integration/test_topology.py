@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 from kafka import KafkaProducer
 
-from pipeline.events import encode_envelope, encode_event
-from pipeline.quiescence import Quiescence
-from pipeline.watchdog import STALL_EXIT_CODE
+from pipeline.contract.events import encode_envelope, encode_event
+from pipeline.kafka.quiescence import Quiescence
+from pipeline.worker.watchdog import STALL_EXIT_CODE
 from tests.integration.pipeline_env import (
     PipelineEnv,
     Worker,
@@ -65,7 +65,7 @@ def send_paced(
 
 def quiescent(penv: PipelineEnv, include_sink: bool = True) -> bool:
     """Every group has committed the end of every topic it reads, twice in a row with no new
-    messages in between: nothing is in flight anywhere (pipeline/quiescence.py)."""
+    messages in between: nothing is in flight anywhere (pipeline/kafka/quiescence.py)."""
     with Quiescence(penv.settings()) as q:
         return q.quiet(include_sink)
 
@@ -108,7 +108,7 @@ def test_a_backlog_of_two_weeks_sent_at_once_equals_the_batch_oracle(
 ) -> None:
     """Everything in Kafka before the worker starts, as after an outage: ingest reads days
     of event time ahead of the state agents' queues, and the watermark it announces must
-    still never overtake what they have to say to each other (pipeline/watermarks.py)."""
+    still never overtake what they have to say to each other (pipeline/worker/watermarks.py)."""
     expected = recompute(scenario.arrival)
     topics = penv.siyu("topics")
     assert topics.returncode == 0, topics.stderr
@@ -222,10 +222,10 @@ def test_a_message_whose_step_fails_is_dead_lettered_and_its_neighbours_go_on(
 ) -> None:
     from kafka import KafkaConsumer as Consumer
 
-    from pipeline.deadletter import H_INDEX, H_REASON
+    from pipeline.contract.deadletter import H_INDEX, H_REASON
+    from pipeline.contract.events import ClickEvent
     from pipeline.domain import Addressed, ProcessorName
-    from pipeline.events import ClickEvent
-    from pipeline.topology import partition_for
+    from pipeline.worker.topology import partition_for
     from tests.scenario import START
 
     s = penv.settings()
@@ -323,7 +323,7 @@ def test_a_share_clicked_by_40000_users_is_stored_and_equals_the_batch_oracle(
     import datetime as dt
     from decimal import Decimal
 
-    from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
+    from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 
     # Whole seconds, as ClickHouse's DateTime keeps them.
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).replace(microsecond=0)
@@ -374,8 +374,8 @@ def test_standby_copies_equal_their_actives_and_a_survivor_carries_on_from_them(
     penv: PipelineEnv, small_scenario: Scenario, tmp_path: Path
 ) -> None:
     """Two RocksDB workers, each keeping a standby replica of the other's table partitions,
-    which pipeline/recovery.py applies from the changelogs a take at a time. After the first
-    half, every partition has a copy in both workers' data directories, and the two are
+    which pipeline/worker/faust/recovery.py applies from the changelogs a take at a time. After
+    the first half, every partition has a copy in both workers' data directories, and the two are
     equal. Then one worker is killed and the other carries on from its standby copies:
     the result equals the oracle."""
     expected = recompute(small_scenario.arrival)

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
 
-from pipeline.events import RejectReason
+from pipeline.contract.events import RejectReason
 from pipeline.sink.clickhouse import ServerVersion, client_from_url
 from pipeline.sink.migrations import migrate
 from tests.chdb_client import ChdbClient

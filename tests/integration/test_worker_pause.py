@@ -5,7 +5,7 @@ CPU quota exhausted, the event loop held by one long step. While it is frozen th
 gives its partitions to the other worker, which re-reads them from the last commit and
 goes on. Thawed, the frozen worker would finish the batches it was in the middle of, a
 zombie until it learns that it lost the partitions, and its writes would land after the new
-owner's. Its freeze fence stops it first (exit 76, pipeline/watchdog.py); the test starts
+owner's. Its freeze fence stops it first (exit 76, pipeline/worker/watchdog.py); the test starts
 it again, as a supervisor would, and the result must equal the batch oracle."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from pipeline.transport import fence_produce_requests
-from pipeline.watchdog import FROZEN_EXIT_CODE
+from pipeline.worker.faust.aiokafka import fence_produce_requests
+from pipeline.worker.watchdog import FROZEN_EXIT_CODE
 from tests.integration import stack
 from tests.integration.pipeline_env import (
     PipelineEnv,

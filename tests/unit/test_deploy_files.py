@@ -326,8 +326,8 @@ def test_dockerfile_mistakes_are_reported(dockerfile: dc.Dockerfile) -> None:
 
 def test_dockerignore_lets_in_only_the_package_sources() -> None:
     rules = dc.parse_dockerignore(dc.DOCKERIGNORE.read_text())
-    assert dc.included(rules, "pipeline/app.py")
-    assert dc.included(rules, "pipeline/migrations/0001_events.sql")
+    assert dc.included(rules, "pipeline/worker/app.py")
+    assert dc.included(rules, "pipeline/sink/sql/0001_events.sql")
     assert dc.included(rules, "pyproject.toml")
     assert not dc.included(rules, "pipeline/__pycache__/app.cpython-311.pyc")
     assert not dc.included(rules, ".venv/bin/python")

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import metrics
-from pipeline.deadletter import Source
+from pipeline.contract.deadletter import Source
+from pipeline.contract.events import ClickEvent, PurchaseEvent, encode_envelope
 from pipeline.domain.rows import CreditRow
-from pipeline.events import ClickEvent, PurchaseEvent, encode_envelope
-from pipeline.ingest import IngestResult, ingest_message
 from pipeline.metrics import REGISTRY, BatchHistogram
+from pipeline.worker.ingest import IngestResult, ingest_message
 
 SRC = Source("siyu.events", 0, 7, 0)
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -240,8 +240,8 @@ def test_lag_of_skips_unknown_highwaters_and_counts_uncommitted_from_zero() -> N
 
 
 def test_the_app_serves_metrics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pipeline.app import create_app
     from pipeline.settings import load_settings
+    from pipeline.worker.app import create_app
 
     monkeypatch.setenv("SIYU_DATA_DIR", str(tmp_path))
     app = create_app(load_settings())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.events import event_json_schemas
+from pipeline.contract.events import event_json_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "v1"
 

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 
 from pipeline.collector.intake import Intake, Refusal, take_in
-from pipeline.collector.models import ErrorCode
-from pipeline.events import RejectReason, decode_message
-from tests.unit.test_events import purchase
+from pipeline.contract.events import RejectReason, decode_message
+from pipeline.contract.http import ErrorCode
+from tests.unit.contract.test_events import purchase
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -66,7 +66,7 @@ def test_a_single_bad_event_keeps_the_whole_body_as_payload() -> None:
 def test_accepted_events_decode_like_kafka_messages() -> None:
     got = _take({"events": [purchase(event_id=f"e{i}", order_id=f"o{i}") for i in range(3)]})
     assert isinstance(got, Intake)
-    from pipeline.events import encode_envelope
+    from pipeline.contract.events import encode_envelope
 
     again = decode_message(encode_envelope(got.accepted))
     assert again.rejects == [] and again.events == got.accepted

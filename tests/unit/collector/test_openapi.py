@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.collector.models import ErrorCode
 from pipeline.collector.openapi import EVENTS_ERRORS, openapi_document, openapi_text
 from pipeline.collector.server import EVENTS_PATH
-from pipeline.events import event_json_schemas
+from pipeline.contract.events import event_json_schemas
+from pipeline.contract.http import ErrorCode
 
 OPENAPI = Path(__file__).resolve().parents[3] / "schemas" / "openapi" / "collector.json"
 

@@ -10,8 +10,8 @@ import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
 
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain import DomainConfig, Engine
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
 
 Event = ClickEvent | ShareEvent | PurchaseEvent
 T0 = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))

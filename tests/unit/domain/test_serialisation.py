@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from pipeline.contract.events import decode_message
 from pipeline.domain import (
     ROW_TYPES,
     Addressed,
@@ -26,7 +27,6 @@ from pipeline.domain import (
     message_to_dict,
     row_from_dict,
 )
-from pipeline.events import decode_message
 from tests.unit.domain.builders import DAY, Events, us
 
 

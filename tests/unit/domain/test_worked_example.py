@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain import CreditRow, Engine, KocPromotionRow, to_us
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
 from tests.oracle import recompute
 from tests.unit.domain.compare import assert_same
 

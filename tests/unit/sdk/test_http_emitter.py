@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from pipeline.collector.models import ErrorCode, ErrorResponse, EventResult, IngestResponse
-from pipeline.events import RejectReason
+from pipeline.contract.events import RejectReason
+from pipeline.contract.http import ErrorCode, ErrorResponse, EventResult, IngestResponse
 from pipeline.sdk import DeliveryError, HttpEmitter, RequestRefused
 from pipeline.sdk.retry import Backoff
 

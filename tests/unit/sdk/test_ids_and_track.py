@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.sdk import InvalidEvent, click_event, event_id_for, purchase_event, share_event
 from pipeline.sdk.ids import EVENT_ID_NAMESPACE, new_event_id
 

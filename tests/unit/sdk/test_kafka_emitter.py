@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.events import decode_message
+from pipeline.contract.events import decode_message
 from pipeline.sdk import DeliveryError, KafkaEmitter
 from pipeline.sdk.retry import Backoff
 
