@@ -50,7 +50,8 @@ def worker() -> None:
     from faust.worker import Worker
 
     from pipeline.kafka.topics import check_session_timeout, ensure_topics, topic_specs
-    from pipeline.worker.app import claim_data_dir, create_app, tune_gc
+    from pipeline.worker.app import create_app
+    from pipeline.worker.tuning import claim_data_dir, tune_gc
 
     s = _settings()
     logging.basicConfig(

@@ -6,8 +6,9 @@ topic and partition, processor, agent; never a user, order, event or share id. B
 channel come from input, so even they are capped (:data:`MAX_LABEL_VALUES`): values beyond
 the cap are counted under ``_other`` rather than growing the series count without end.
 
-The hot path pays per batch, not per event: the agents call one ``record_*`` function per
-batch; it tallies the batch in a local dict and increments each series once. The
+The hot path pays per batch, not per event: the worker reports each batch's facts once, to
+:class:`PrometheusSensor` (the worker's :class:`~pipeline.worker.sensor.Sensor`), which
+tallies them in a local dict and increments each series once. The
 per-event latency histogram is a :class:`BatchHistogram` for the same reason: a batch's
 observations are binned locally and added under one lock.
 
@@ -21,13 +22,12 @@ The docs list every metric: docs/metrics.md.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -43,10 +43,12 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
-from pipeline.contract.deadletter import H_BRAND
+from pipeline.contract.deadletter import DeadLetter
+from pipeline.contract.events import AnyEvent
 from pipeline.domain.rows import CreditRow
 from pipeline.domain.rows import Row as DomainRow
-from pipeline.worker.ingest import DeadLetter, IngestResult
+from pipeline.kafka.offsets import committed_or_zero
+from pipeline.worker.sensor import Sensor
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,6 @@ PlatformCollector(registry=REGISTRY)
 #: Most distinct values a label fed from input may take in one process (then ``_other``).
 MAX_LABEL_VALUES = {"brand_id": 500, "channel": 100, "reason": 64, "kind": 16}
 OTHER = "_other"
-#: Event types as label values; a rejected input's type is not trusted and is ``""``.
-EVENT_TYPES = frozenset({"click", "share", "purchase"})
 
 # -- Buckets --------------------------------------------------------------------------------
 
@@ -325,22 +325,87 @@ def bounded(label: str, value: str) -> str:
     return OTHER
 
 
-# -- Recording, one call per batch ----------------------------------------------------------
+# -- The worker's sensor: one call per batch ------------------------------------------------
 
 
-def record_ingest(messages: int, result: IngestResult, seconds: float) -> None:
-    """Count one ingest batch: ``messages`` read, ``result`` accepted and rejected."""
-    INGEST_MESSAGES.inc(messages)
-    accepted: Tally[tuple[str, str]] = Tally((ev.brand_id, ev.type) for ev, _ in result.accepted)
-    consumed = accepted.copy()
-    for (brand, _), n in _dead_letter_tally(result.dead_letters).items():
-        consumed[(brand, "")] += n
-    for (brand, etype), n in accepted.items():
-        EVENTS_ACCEPTED.labels(bounded("brand_id", brand), etype).inc(n)
-    for (brand, etype), n in consumed.items():
-        EVENTS_CONSUMED.labels(bounded("brand_id", brand), etype).inc(n)
-    record_dead_letters(result.dead_letters)
-    BATCH_DURATION.labels("ingest").observe(seconds)
+class PrometheusSensor(Sensor):
+    """Counts the worker's facts (:class:`~pipeline.worker.sensor.Sensor`) into the metrics
+    above. ``clock``: wall time in POSIX seconds, for the events' processing latency."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+
+    def on_ingest(
+        self,
+        messages: int,
+        accepted: Sequence[AnyEvent],
+        dead_letters: Sequence[DeadLetter],
+        seconds: float,
+    ) -> None:
+        INGEST_MESSAGES.inc(messages)
+        by_type: Tally[tuple[str, str]] = Tally((ev.brand_id, ev.type) for ev in accepted)
+        consumed = by_type.copy()
+        for (brand, _), n in _dead_letter_tally(dead_letters).items():
+            consumed[(brand, "")] += n
+        for (brand, etype), n in by_type.items():
+            EVENTS_ACCEPTED.labels(bounded("brand_id", brand), etype).inc(n)
+        for (brand, etype), n in consumed.items():
+            EVENTS_CONSUMED.labels(bounded("brand_id", brand), etype).inc(n)
+        record_dead_letters(dead_letters)
+        BATCH_DURATION.labels("ingest").observe(seconds)
+
+    def on_events_applied(self, events: Sequence[AnyEvent], duplicates: Sequence[AnyEvent]) -> None:
+        for (brand, etype), n in Tally((ev.brand_id, ev.type) for ev in duplicates).items():
+            DUPLICATES.labels(bounded("brand_id", brand), etype).inc(n)
+        clicks: Tally[tuple[str, str]] = Tally()
+        purchases: Tally[tuple[str, str]] = Tally()
+        now = self.clock()
+        latencies: list[float] = []
+        for ev in events:
+            if ev.type == "click":
+                clicks[(ev.brand_id, ev.channel)] += 1
+            elif ev.type == "purchase":
+                purchases[(ev.brand_id, ev.channel)] += 1
+            latencies.append(max(0.0, now - ev.occurred_ts))
+        for counter, tally in ((CLICKS, clicks), (PURCHASES, purchases)):
+            for (brand, channel), n in tally.items():
+                counter.labels(bounded("brand_id", brand), bounded("channel", channel)).inc(n)
+        if latencies:
+            EVENT_LATENCY.observe_many(latencies)
+
+    def on_state_batch(
+        self,
+        processor: str,
+        rows: Sequence[DomainRow],
+        dead_letters: Sequence[DeadLetter],
+        seconds: float,
+    ) -> None:
+        attributed: Tally[tuple[str, str]] = Tally()
+        retracted: Tally[tuple[str, str]] = Tally()
+        for row in rows:
+            if isinstance(row, CreditRow) and row.kind != "organic":
+                (attributed if row.sign > 0 else retracted)[(row.brand_id, row.kind)] += 1
+        for (brand, kind), n in attributed.items():
+            ATTRIBUTED.labels(bounded("brand_id", brand), bounded("kind", kind)).inc(n)
+        for (brand, kind), n in retracted.items():
+            RETRACTIONS.labels(bounded("brand_id", brand), bounded("kind", kind)).inc(n)
+        record_dead_letters(dead_letters)
+        BATCH_DURATION.labels(f"state-{processor}").observe(seconds)
+
+    def on_state_cache(self, processor: str, lookups: int, misses: int, evictions: int) -> None:
+        if misses:
+            STATE_CACHE_LOOKUPS.labels(processor, "miss").inc(misses)
+        if lookups > misses:
+            STATE_CACHE_LOOKUPS.labels(processor, "hit").inc(lookups - misses)
+        if evictions:
+            STATE_CACHE_EVICTIONS.labels(processor).inc(evictions)
+
+    def on_loop_lag(self, seconds: float) -> None:
+        EVENT_LOOP_LAG.observe(seconds)
+
+
+#: The worker's sensor.
+SENSOR = PrometheusSensor()
 
 
 def record_dead_letters(letters: Sequence[DeadLetter]) -> None:
@@ -355,81 +420,10 @@ def dead_letter(reason: str, brand_id: str = "", n: int = 1) -> None:
 
 
 def _dead_letter_tally(letters: Sequence[DeadLetter]) -> Tally[tuple[str, str]]:
-    tally: Tally[tuple[str, str]] = Tally()
-    for dl in letters:
-        brand = next((v for k, v in dl.headers if k == H_BRAND), b"")
-        tally[(brand.decode("utf-8", "replace"), dl.reason)] += 1
-    return tally
+    return Tally((dl.brand_id, dl.reason) for dl in letters)
 
 
-def record_state(
-    agent: str,
-    stepped: Sequence[tuple[dict[str, Any], bool]],
-    domain_rows: Sequence[DomainRow],
-    dead_letters: Sequence[DeadLetter],
-    seconds: float,
-    now: float | None = None,
-) -> None:
-    """Count one state-agent batch.
-
-    ``stepped`` holds each message the processor stepped (its dict form) and whether the
-    step emitted rows. Only the user processor counts events (every event reaches it once
-    per delivery): an event whose step emitted no row was a duplicate, since a new event
-    always changes the user's loyalty snapshot.
-    """
-    if agent == "user":
-        _record_user_events(stepped, time.time() if now is None else now)
-    attributed: Tally[tuple[str, str]] = Tally()
-    retracted: Tally[tuple[str, str]] = Tally()
-    for row in domain_rows:
-        if isinstance(row, CreditRow) and row.kind != "organic":
-            (attributed if row.sign > 0 else retracted)[(row.brand_id, row.kind)] += 1
-    for (brand, kind), n in attributed.items():
-        ATTRIBUTED.labels(bounded("brand_id", brand), bounded("kind", kind)).inc(n)
-    for (brand, kind), n in retracted.items():
-        RETRACTIONS.labels(bounded("brand_id", brand), bounded("kind", kind)).inc(n)
-    record_dead_letters(dead_letters)
-    BATCH_DURATION.labels(f"state-{agent}").observe(seconds)
-
-
-def _record_user_events(stepped: Sequence[tuple[dict[str, Any], bool]], now: float) -> None:
-    duplicates: Tally[tuple[str, str]] = Tally()
-    clicks: Tally[tuple[str, str]] = Tally()
-    purchases: Tally[tuple[str, str]] = Tally()
-    latencies: list[float] = []
-    for item, emitted in stepped:
-        message = item.get("message")
-        etype = message.get("type") if isinstance(message, dict) else None
-        if etype not in EVENT_TYPES:
-            continue  # a message between processors, not an event
-        assert isinstance(message, dict)
-        brand = str(message.get("brand_id", ""))
-        if not emitted:
-            duplicates[(brand, etype)] += 1
-            continue
-        if etype == "click":
-            clicks[(brand, str(message.get("channel", "")))] += 1
-        elif etype == "purchase":
-            purchases[(brand, str(message.get("channel", "")))] += 1
-        occurred = _epoch_seconds(message.get("occurred_at"))
-        if occurred is not None:
-            latencies.append(max(0.0, now - occurred))
-    for (brand, etype), n in duplicates.items():
-        DUPLICATES.labels(bounded("brand_id", brand), etype).inc(n)
-    for counter, tally in ((CLICKS, clicks), (PURCHASES, purchases)):
-        for (brand, channel), n in tally.items():
-            counter.labels(bounded("brand_id", brand), bounded("channel", channel)).inc(n)
-    if latencies:
-        EVENT_LATENCY.observe_many(latencies)
-
-
-def _epoch_seconds(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
+# -- The sink -------------------------------------------------------------------------------
 
 
 def record_insert(table: str, seconds: float) -> None:
@@ -459,21 +453,6 @@ def record_flushed(table: str, rows: int, published_ms: Sequence[tuple[int, int]
 
 def record_flush_done() -> None:
     LAST_FLUSH.set_to_current_time()
-
-
-def record_state_cache(processor: str, lookups: int, misses: int, evicted: int) -> None:
-    """Count one batch's use of a processor's state cache: ``lookups`` keys stepped, of which
-    ``misses`` were parsed from the table, and ``evicted`` states dropped for room."""
-    if misses:
-        STATE_CACHE_LOOKUPS.labels(processor, "miss").inc(misses)
-    if lookups > misses:
-        STATE_CACHE_LOOKUPS.labels(processor, "hit").inc(lookups - misses)
-    if evicted:
-        STATE_CACHE_EVICTIONS.labels(processor).inc(evicted)
-
-
-def record_loop_lag(seconds: float) -> None:
-    EVENT_LOOP_LAG.observe(seconds)
 
 
 # -- Sampled gauges -------------------------------------------------------------------------
@@ -509,4 +488,4 @@ def lag_of(assigned: Iterable[Any], highwater: Any, committed: Any) -> Iterator[
         if end is None:
             continue
         done = committed(tp)
-        yield tp, int(end) - int(done or 0)
+        yield tp, int(end) - committed_or_zero(done)

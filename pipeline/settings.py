@@ -355,6 +355,15 @@ class Settings(BaseSettings):
         """Bootstrap servers as Faust broker URLs."""
         return [f"kafka://{p.strip()}" for p in self.kafka_bootstrap.split(",")]
 
+    def agent_topics(self) -> list[str]:
+        """The topics the worker's agents read, as the group ``app_id``: the events topic
+        and the processors' ``by-*`` topics."""
+        return [self.topic_events, self.topic_by_user, self.topic_by_share, self.topic_by_sharer]
+
+    def sink_topics(self) -> list[str]:
+        """The topics the ClickHouse sink reads, as the group ``<app_id>-sink``."""
+        return [self.topic_rows, self.topic_dead_letters]
+
     @property
     def clickhouse_database(self) -> str:
         """Database name from the URL (default ``siyu``)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.contract.deadletter import Source, dead_letter_headers, dead_letter_row
+from pipeline.contract.deadletter import Source, dead_letter_headers
 from pipeline.contract.events import ClickEvent, PurchaseEvent, Reject, RejectReason, ShareEvent
 from pipeline.domain import Engine
 from pipeline.domain.rows import TOO_LATE_FOR_ATTRIBUTION, CreditRow, LateEventRow
@@ -34,6 +34,7 @@ from pipeline.sink.rows import (
     DEAD_LETTERS,
     DOMAIN_TABLES,
     EVENTS,
+    dead_letter_row,
     domain_row_batches,
     domain_row_values,
     event_row,

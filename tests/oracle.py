@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import AnyEvent, ClickEvent, PurchaseEvent, ShareEvent
 
-Event = ClickEvent | ShareEvent | PurchaseEvent
+Event = AnyEvent
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 

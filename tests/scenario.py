@@ -14,9 +14,9 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import AnyEvent, ClickEvent, PurchaseEvent, ShareEvent
 
-Event = ClickEvent | ShareEvent | PurchaseEvent
+Event = AnyEvent
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 

@@ -15,16 +15,12 @@ from typing import Any
 import orjson
 
 from pipeline.contract.events import (
-    ClickEvent,
-    PurchaseEvent,
+    AnyEvent,
     Reject,
-    ShareEvent,
     not_after,
     validate_event,
 )
 from pipeline.contract.http import ErrorCode, EventResult
-
-AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,14 +26,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from pipeline.contract.deadletter import H_BRAND, Source, dead_letter_headers
-from pipeline.contract.envelopes import pack_envelopes, user_partition
-from pipeline.contract.events import ClickEvent, PurchaseEvent, Reject, ShareEvent
+from pipeline.contract.envelopes import pack_envelopes
+from pipeline.contract.events import AnyEvent, Reject
+from pipeline.contract.partitioning import partition_for
 from pipeline.errors import ServiceUnavailable
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
 FailureKind = Literal["timeout", "unavailable", "error"]
 
 #: ``siyu-source-topic`` of dead letters the collector writes.
@@ -109,7 +109,7 @@ class Publisher:
         except KafkaError as err:
             raise KafkaUnavailable("unavailable", f"no metadata for the topics ({err})") from None
         envelopes = pack_envelopes(accepted, n_events)
-        dead_partition = user_partition(brand, "", n_dead) if rejects else 0
+        dead_partition = partition_for(brand, "", n_dead) if rejects else 0
         targets = {TopicPartition(self.events_topic, e.partition) for e in envelopes}
         if rejects:
             targets.add(TopicPartition(self.dead_topic, dead_partition))

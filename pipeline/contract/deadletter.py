@@ -8,13 +8,11 @@ in the ClickHouse ``dead_letters`` table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from pipeline.contract.events import Reject
-from pipeline.sink.rows import Row
 
 H_REASON = "siyu-reason"
 H_DETAIL = "siyu-detail"
@@ -59,41 +57,25 @@ def dead_letter_headers(reject: Reject, source: Source) -> list[tuple[str, bytes
         (H_OFFSET, str(source.offset).encode()),
         (H_INDEX, str(index).encode()),
         (H_TIMESTAMP, str(source.timestamp_ms).encode()),
-        (H_BRAND, brand_of(reject.payload).encode()),
+        (H_BRAND, brand_of(reject.payload).encode()),  # last: DeadLetter.of reads it there
     ]
 
 
-def dead_letter_row(payload: bytes, headers: Sequence[tuple[str, bytes | None]], now: int) -> Row:
-    """The ``dead_letters`` row of a dead-letter message (columns of ``DEAD_LETTERS``).
+@dataclass(slots=True)
+class DeadLetter:
+    """A message for the dead-letter topic: original key and bytes, reason in headers (and,
+    for who counts them, as fields)."""
 
-    Missing headers (a message somebody else put on the topic) give empty values rather than
-    losing the message. So do headers without a value, and numbers out of their column's
-    range are clamped to it: ClickHouse must take every dead-letters row, since a refused one
-    has no further place to go and would stop the sink.
-    """
-    h = {k: (v or b"").decode("utf-8", "replace") for k, v in headers}
-    ts_ms = _int(h.get(H_TIMESTAMP), now * 1000, 0, _UINT32 * 1000)
-    return [
-        h.get(H_TOPIC, ""),
-        _int(h.get(H_PARTITION), 0, 0, _UINT32),
-        _int(h.get(H_OFFSET), 0, 0, 2**64 - 1),
-        _int(h.get(H_INDEX), -1, -(2**31), 2**31 - 1),
-        ts_ms // 1000,
-        h.get(H_BRAND, ""),
-        h.get(H_REASON, "unknown"),
-        h.get(H_DETAIL, ""),
-        payload,
-        now,
-    ]
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    reason: str
+    #: The brand the payload names, or ``''`` (:func:`brand_of`).
+    brand_id: str = ""
 
-
-#: The largest UInt32 (and DateTime, in seconds).
-_UINT32 = 2**32 - 1
-
-
-def _int(text: str | None, default: int, lo: int, hi: int) -> int:
-    try:
-        value = int(text) if text is not None else default
-    except ValueError:
-        value = default
-    return min(max(value, lo), hi)
+    @classmethod
+    def of(cls, key: bytes | None, reject: Reject, source: Source) -> DeadLetter:
+        """The dead letter of ``reject``, read at ``source`` with Kafka key ``key``."""
+        headers = dead_letter_headers(reject, source)
+        brand = headers[-1][1].decode()  # H_BRAND, computed once
+        return cls(key, reject.payload, headers, reject.reason, brand)

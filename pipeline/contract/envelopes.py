@@ -8,31 +8,19 @@ envelope per partition for a batch (more only when the count or byte limit split
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pipeline.contract.events import (
-    MAX_EVENTS_PER_ENVELOPE,
-    ClickEvent,
-    PurchaseEvent,
-    ShareEvent,
-    encode_event,
-)
+from pipeline.contract.events import MAX_EVENTS_PER_ENVELOPE, AnyEvent, encode_event
+from pipeline.contract.partitioning import partition_for
 
-AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
-
-#: Largest envelope a producer builds, bytes: under the broker's default 1 MiB message
-#: limit (``message.max.bytes``) and the producers' default ``max_request_size``.
-MAX_ENVELOPE_BYTES = 900_000
+#: Largest Kafka message siyu produces, bytes: producers' envelopes, the agents' relays and
+#: row batches alike. Under the broker's default 1 MiB message limit (``message.max.bytes``)
+#: and the producers' default ``max_request_size``.
+MAX_MESSAGE_BYTES = 900_000
 
 _HEAD = b'{"events":['
 _TAIL = b"]}"
-
-
-def user_partition(brand_id: str, user_id: str, partitions: int) -> int:
-    """The events-topic partition of a brand's user: CRC-32, stable across processes."""
-    return zlib.crc32(f"{brand_id}\x1f{user_id}".encode()) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +36,7 @@ def pack_envelopes(
     events: Iterable[AnyEvent],
     partitions: int,
     max_events: int = MAX_EVENTS_PER_ENVELOPE,
-    max_bytes: int = MAX_ENVELOPE_BYTES,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> list[Packed]:
     """Envelopes for ``events``: grouped by partition (order kept within each), at most
     ``max_events`` events and about ``max_bytes`` bytes each (an event larger than that on
@@ -59,7 +47,7 @@ def pack_envelopes(
         raise ValueError(f"max_events must be 1..{MAX_EVENTS_PER_ENVELOPE}, got {max_events}")
     by_partition: dict[int, list[tuple[AnyEvent, bytes]]] = {}
     for event in events:
-        p = user_partition(event.brand_id, event.user_id, partitions)
+        p = partition_for(event.brand_id, event.user_id, partitions)
         by_partition.setdefault(p, []).append((event, encode_event(event)))
     out: list[Packed] = []
     for p in sorted(by_partition):
@@ -87,3 +75,22 @@ def _chunks(
 def _packed(partition: int, chunk: list[tuple[AnyEvent, bytes]]) -> Packed:
     value = _HEAD + b",".join(raw for _, raw in chunk) + _TAIL
     return Packed(partition, value, tuple(ev for ev, _ in chunk))
+
+
+def json_array_chunks(
+    head: bytes, items: Iterable[bytes], tail: bytes, max_items: int, max_bytes: int
+) -> list[bytes]:
+    """``head + item,item,... + tail`` messages of at most ``max_items`` items and about
+    ``max_bytes`` bytes each (an item larger than that on its own gets its own message)."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = len(head) + len(tail)
+    for item in items:
+        if chunk and (len(chunk) >= max_items or size + len(item) + 1 > max_bytes):
+            out.append(head + b",".join(chunk) + tail)
+            chunk, size = [], len(head) + len(tail)
+        chunk.append(item)
+        size += len(item) + 1
+    if chunk:
+        out.append(head + b",".join(chunk) + tail)
+    return out

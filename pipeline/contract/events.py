@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 import orjson
 from pydantic import (
@@ -115,13 +115,31 @@ class PurchaseEvent(_EventBase):
     )
 
 
-Event = Annotated[ClickEvent | ShareEvent | PurchaseEvent, Field(discriminator="type")]
-EVENT_TYPES: tuple[type[_EventBase], ...] = (ClickEvent, ShareEvent, PurchaseEvent)
-EventType = Literal["click", "share", "purchase"]
+#: Every event type of the contract, spelled once: the registry of event types. A new type
+#: is a model above, added here; everything else that handles every type (validation, the
+#: JSON Schemas, the domain's dispatch, the ``events`` table's row) reads it from here.
+AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
+#: The event models, in the registry's order.
+EVENT_MODELS: tuple[type[AnyEvent], ...] = get_args(AnyEvent)
+#: Each event model by its ``type`` tag.
+EVENT_TYPES: dict[str, type[AnyEvent]] = {
+    model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
+    for model in EVENT_MODELS
+}
+Event = Annotated[AnyEvent, Field(discriminator="type")]
+
+
+def is_event(value: object) -> TypeGuard[AnyEvent]:
+    """Whether ``value`` is an event of the contract (not, say, a message between agents)."""
+    return isinstance(value, EVENT_MODELS)
+
 
 # mypy's incremental runs (a warm cache, after this module changed) reject Annotated unions
 # here with arg-type, while fresh runs accept them: ignore that, and that it may not fire.
-_event_adapter: TypeAdapter[ClickEvent | ShareEvent | PurchaseEvent] = TypeAdapter(Event)  # type: ignore[arg-type,unused-ignore]
+_event_adapter: TypeAdapter[AnyEvent] = TypeAdapter(Event)  # type: ignore[arg-type,unused-ignore]
+_TYPE_NAMES = list(EVENT_TYPES)
+#: "click, share or purchase": the types, as an error message names them.
+_TYPES_TEXT = ", ".join(_TYPE_NAMES[:-1]) + " or " + _TYPE_NAMES[-1]
 
 
 class Envelope(BaseModel):
@@ -163,7 +181,7 @@ class Reject:
 class Decoded:
     """What one message decoded to: the valid events and the rejects, in order."""
 
-    events: list[ClickEvent | ShareEvent | PurchaseEvent]
+    events: list[AnyEvent]
     rejects: list[Reject]
 
 
@@ -180,7 +198,7 @@ def _describe(err: ValidationError) -> str:
 
 def validate_event(
     obj: Any, payload: bytes, index: int | None = None, latest: dt.datetime | None = None
-) -> ClickEvent | ShareEvent | PurchaseEvent | Reject:
+) -> AnyEvent | Reject:
     """Validate one decoded JSON value as an event, or say precisely why not.
 
     ``latest``: the latest ``occurred_at`` accepted (see :func:`not_after`); None: any.
@@ -196,10 +214,10 @@ def validate_event(
         event = _event_adapter.validate_python(obj)
     except ValidationError as err:
         etype = obj.get("type")
-        if etype not in ("click", "share", "purchase"):
+        if etype not in EVENT_TYPES:
             return Reject(
                 RejectReason.UNKNOWN_TYPE,
-                f"type must be click, share or purchase, got {etype!r}",
+                f"type must be {_TYPES_TEXT}, got {etype!r}",
                 payload,
                 index,
             )
@@ -233,11 +251,11 @@ def not_after(sent_at_s: float | None, max_ahead_s: float) -> dt.datetime | None
 
 
 def _in_time(
-    event: ClickEvent | ShareEvent | PurchaseEvent,
+    event: AnyEvent,
     payload: bytes,
     index: int | None,
     latest: dt.datetime | None,
-) -> ClickEvent | ShareEvent | PurchaseEvent | Reject:
+) -> AnyEvent | Reject:
     if latest is None or event.occurred_at <= latest:
         return event
     return Reject(
@@ -283,7 +301,7 @@ def decode_message(raw: bytes, latest: dt.datetime | None = None) -> Decoded:
                     )
                 ],
             )
-        events: list[ClickEvent | ShareEvent | PurchaseEvent] = []
+        events: list[AnyEvent] = []
         rejects: list[Reject] = []
         for i, item in enumerate(items):
             try:
@@ -307,12 +325,12 @@ def _as_reject(value: object) -> Reject:
     return value
 
 
-def encode_event(event: ClickEvent | ShareEvent | PurchaseEvent) -> bytes:
+def encode_event(event: AnyEvent) -> bytes:
     """Serialise an event to the contract's JSON (None fields omitted)."""
     return event.__pydantic_serializer__.to_json(event, exclude_none=True)
 
 
-def encode_envelope(events: list[ClickEvent | ShareEvent | PurchaseEvent]) -> bytes:
+def encode_envelope(events: list[AnyEvent]) -> bytes:
     """Serialise events as one envelope message."""
     return b'{"events":[' + b",".join(encode_event(e) for e in events) + b"]}"
 
@@ -320,8 +338,7 @@ def encode_envelope(events: list[ClickEvent | ShareEvent | PurchaseEvent]) -> by
 def event_json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schemas of the v1 contract, by file name under ``schemas/v1/``."""
     schemas: dict[str, dict[str, Any]] = {}
-    for model in EVENT_TYPES:
-        name = model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for name, model in EVENT_TYPES.items():
         schema = model.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://siyu.dev/schemas/v1/{name}.schema.json"

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent, decode_message
+from pipeline.contract.events import AnyEvent, ClickEvent, PurchaseEvent, decode_message
 from pipeline.domain import DomainConfig, Engine, LoyaltyTier, from_us
 
-Event = ClickEvent | ShareEvent | PurchaseEvent
+Event = AnyEvent
 
 #: Events fed to the engine between watermark advances (a worker's envelope).
 FEED_BATCH = 500

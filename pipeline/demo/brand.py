@@ -51,6 +51,7 @@ from typing import Any
 import orjson
 
 from pipeline.contract.events import (
+    AnyEvent,
     ClickEvent,
     PurchaseEvent,
     RejectReason,
@@ -59,7 +60,7 @@ from pipeline.contract.events import (
 )
 from pipeline.domain.config import DomainConfig
 
-Event = ClickEvent | ShareEvent | PurchaseEvent
+Event = AnyEvent
 
 #: The brand's local time zone (China Standard Time).
 CST = dt.timezone(dt.timedelta(hours=8), "UTC+8")

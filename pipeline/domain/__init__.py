@@ -42,7 +42,6 @@ from pipeline.domain.koc import (
 from pipeline.domain.loyalty import LoyaltyCounters, LoyaltyTier, loyalty_tier
 from pipeline.domain.messages import (
     Addressed,
-    AnyEvent,
     ChildShareRegistered,
     KocStatusChanged,
     Message,
@@ -82,7 +81,6 @@ __all__ = [
     "TOO_LATE_FOR_ATTRIBUTION",
     "TOO_LATE_FOR_KOC",
     "Addressed",
-    "AnyEvent",
     "ChainPosition",
     "ChildShareRegistered",
     "Credit",

@@ -23,11 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from pipeline.contract.events import AnyEvent
 from pipeline.domain.chains import ShareProcessor
 from pipeline.domain.config import DomainConfig
 from pipeline.domain.eventtime import END_OF_TIME, NO_WATERMARK, to_us
 from pipeline.domain.koc import SharerProcessor
-from pipeline.domain.messages import Addressed, AnyEvent, ProcessorName, StepResult, route_event
+from pipeline.domain.messages import Addressed, ProcessorName, StepResult, route_event
 from pipeline.domain.rows import (
     CreditRow,
     KocPromotionRow,

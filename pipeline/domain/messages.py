@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import EVENT_TYPES, AnyEvent, ShareEvent
 from pipeline.domain.rows import Row
 
 
@@ -157,9 +157,8 @@ InternalMessage = (
     | ReferralCredited
     | KocStatusChanged
 )
-AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
 Message = AnyEvent | InternalMessage
-UserMessage = ClickEvent | ShareEvent | PurchaseEvent | ShareResolved | KocStatusChanged
+UserMessage = AnyEvent | ShareResolved | KocStatusChanged
 ShareMessage = ShareEvent | ShareWatched | ChildShareRegistered | ParentChainResolved
 SharerMessage = ReferralCredited
 
@@ -174,25 +173,20 @@ _INTERNAL: dict[str, type[InternalMessage]] = {
         KocStatusChanged,
     )
 }
-_EVENTS: dict[str, type[AnyEvent]] = {
-    "click": ClickEvent,
-    "share": ShareEvent,
-    "purchase": PurchaseEvent,
-}
 
 
 def message_to_dict(message: Message) -> dict[str, Any]:
     """JSON-safe form of any message; events keep their contract form."""
-    if isinstance(message, ClickEvent | ShareEvent | PurchaseEvent):
-        return message.model_dump(mode="json", exclude_none=True)
-    return message.to_dict()
+    if isinstance(message, _MessageBase):
+        return message.to_dict()
+    return message.model_dump(mode="json", exclude_none=True)
 
 
 def message_from_dict(d: dict[str, Any]) -> Message:
     """Inverse of :func:`message_to_dict`."""
     cls = _INTERNAL.get(d["type"])
     if cls is None:
-        return _EVENTS[d["type"]].model_validate(d)
+        return EVENT_TYPES[d["type"]].model_validate(d)
     return cls(**{k: v for k, v in d.items() if k != "type"})
 
 

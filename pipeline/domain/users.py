@@ -26,7 +26,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import AnyEvent, ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain.attribution import (
     Credit,
     CreditKind,
@@ -282,9 +282,7 @@ class UserProcessor:
 
     # -- events -------------------------------------------------------------
 
-    def _on_event(
-        self, state: UserState, event: ClickEvent | ShareEvent | PurchaseEvent, out: _Out
-    ) -> None:
+    def _on_event(self, state: UserState, event: AnyEvent, out: _Out) -> None:
         eid = event.event_id
         if eid in state.seen or eid in state.late_ids:
             return

@@ -25,6 +25,7 @@ from kafka.admin import OffsetSpec
 from kafka.errors import KafkaError
 
 from pipeline.errors import ServiceUnavailable, SiyuError
+from pipeline.kafka.offsets import committed_or_zero
 from pipeline.kafka.topics import admin_client
 from pipeline.settings import Settings
 
@@ -39,9 +40,9 @@ def pipeline_groups(s: Settings, include_sink: bool = True) -> dict[str, list[st
     The agents consume as the Faust app (group ``app_id``); the ClickHouse sink is a consumer
     of its own, ``<app_id>-sink`` (pipeline/sink/service.py), over rows and dead letters.
     """
-    groups = {s.app_id: [s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer]}
+    groups = {s.app_id: s.agent_topics()}
     if include_sink:
-        groups[f"{s.app_id}-sink"] = [s.topic_rows, s.topic_dead_letters]
+        groups[f"{s.app_id}-sink"] = s.sink_topics()
     return groups
 
 
@@ -100,7 +101,7 @@ class Quiescence:
         for group, topics in groups.items():
             done = committed.get(group, {})
             behind[group] = sum(
-                end - (done[tp].offset if tp in done and done[tp].offset >= 0 else 0)
+                end - committed_or_zero(done[tp].offset if tp in done else None)
                 for tp, end in ends.items()
                 if tp.topic in topics and end > 0
             )

@@ -18,6 +18,7 @@ from typing import Any
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from pipeline.domain import ProcessorName
 from pipeline.errors import ConfigError, ServiceUnavailable, TopicMismatch
 from pipeline.settings import Settings
 
@@ -74,9 +75,16 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     return specs
 
 
-#: The worker's Faust tables: one state table per processor, and ingest's record of the
-#: offsets it has processed (what makes a replayed topic a no-op, see pipeline/worker/topology.py).
-TABLES = ("state-user", "state-share", "state-sharer", "ingest-offsets")
+def state_table(processor: ProcessorName) -> str:
+    """The name of ``processor``'s Faust state table."""
+    return f"state-{processor.value}"
+
+
+#: The Faust table of ingest's record of the offsets it has processed (what makes a replayed
+#: events topic a no-op, see :mod:`pipeline.worker.ingest`).
+INGEST_OFFSETS_TABLE = "ingest-offsets"
+#: The worker's Faust tables: one state table per processor, and ingest's offsets.
+TABLES = (*(state_table(name) for name in ProcessorName), INGEST_OFFSETS_TABLE)
 
 
 def changelog_topic(app_id: str, table: str) -> str:

@@ -23,11 +23,12 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from pipeline.contract.events import MAX_EVENTS_PER_ENVELOPE, ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import (
+    MAX_EVENTS_PER_ENVELOPE,
+    AnyEvent,
+)
 from pipeline.errors import SiyuError
 from pipeline.sdk.track import Properties, click_event, purchase_event, share_event
-
-AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
 
 
 @dataclass(frozen=True, slots=True)

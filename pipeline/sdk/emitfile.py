@@ -14,11 +14,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent, decode_message
+from pipeline.contract.events import AnyEvent, decode_message
 from pipeline.sdk.base import DeliveryError, Emitter, Rejected
 from pipeline.sdk.http_emitter import RequestRefused
-
-AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
 
 #: Problems listed one per line before "... and N more".
 _MAX_LISTED = 20

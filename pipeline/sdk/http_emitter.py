@@ -20,9 +20,10 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from pipeline.contract.envelopes import Packed, pack_envelopes
+from pipeline.contract.events import AnyEvent
 from pipeline.contract.http import ErrorResponse, IngestResponse
 from pipeline.errors import SiyuError
-from pipeline.sdk.base import AnyEvent, DeliveryError, Emitter, Rejected
+from pipeline.sdk.base import DeliveryError, Emitter, Rejected
 from pipeline.sdk.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.contract.events import (
     SCHEMA_VERSION,
+    AnyEvent,
     ClickEvent,
     PurchaseEvent,
     Reject,
@@ -22,7 +23,6 @@ from pipeline.contract.events import (
 )
 from pipeline.sdk.ids import event_id_for, new_event_id
 
-AnyEvent = ClickEvent | ShareEvent | PurchaseEvent
 Properties = dict[str, str | int | float | bool | None]
 
 

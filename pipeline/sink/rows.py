@@ -1,4 +1,4 @@
-"""Row batches: what agents publish for the sink, and the rows of each sink table.
+"""Values batches: what agents publish for the sink, and the rows of each sink table.
 
 A :class:`RowBatch` is one Kafka message on the rows topic: a table name, its column names
 and many rows of JSON-native values (DateTime as integer POSIX seconds, Decimal as a
@@ -14,12 +14,24 @@ from typing import Any
 
 import orjson
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.deadletter import (
+    H_BRAND,
+    H_DETAIL,
+    H_INDEX,
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_TIMESTAMP,
+    H_TOPIC,
+)
+from pipeline.contract.envelopes import MAX_MESSAGE_BYTES, json_array_chunks
+from pipeline.contract.events import AnyEvent, PurchaseEvent, ShareEvent
 from pipeline.domain.rows import ROW_TYPES as DOMAIN_ROW_TYPES
 from pipeline.domain.rows import Row as DomainRow
 from pipeline.domain.rows import coalesce_snapshots
 
-Row = list[Any]
+#: One row as the ClickHouse client sends it: a table's column values, in column order.
+Values = list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,31 +84,47 @@ DEAD_LETTERS = TableSpec(
     ),
 )
 
+
+def dead_letter_row(
+    payload: bytes, headers: Sequence[tuple[str, bytes | None]], now: int
+) -> Values:
+    """The ``dead_letters`` row of a dead-letter message (columns of :data:`DEAD_LETTERS`).
+
+    Missing headers (a message somebody else put on the topic) give empty values rather than
+    losing the message. So do headers without a value, and numbers out of their column's
+    range are clamped to it: ClickHouse must take every dead-letters row, since a refused one
+    has no further place to go and would stop the sink.
+    """
+    h = {k: (v or b"").decode("utf-8", "replace") for k, v in headers}
+    ts_ms = _int(h.get(H_TIMESTAMP), now * 1000, 0, _UINT32 * 1000)
+    return [
+        h.get(H_TOPIC, ""),
+        _int(h.get(H_PARTITION), 0, 0, _UINT32),
+        _int(h.get(H_OFFSET), 0, 0, 2**64 - 1),
+        _int(h.get(H_INDEX), -1, -(2**31), 2**31 - 1),
+        ts_ms // 1000,
+        h.get(H_BRAND, ""),
+        h.get(H_REASON, "unknown"),
+        h.get(H_DETAIL, ""),
+        payload,
+        now,
+    ]
+
+
+#: The largest UInt32 (and DateTime, in seconds).
+_UINT32 = 2**32 - 1
+
+
+def _int(text: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        value = int(text) if text is not None else default
+    except ValueError:
+        value = default
+    return min(max(value, lo), hi)
+
+
 #: Every table the sink may write; a batch naming another table is refused.
-TABLES: dict[str, TableSpec] = {t.name: t for t in (EVENTS, DEAD_LETTERS)}
-
-
-#: Largest Kafka message siyu produces (the broker's default limit is 1 MiB).
-MAX_MESSAGE_BYTES = 900_000
-
-
-def json_array_chunks(
-    head: bytes, items: Iterable[bytes], tail: bytes, max_items: int, max_bytes: int
-) -> list[bytes]:
-    """``head + item,item,... + tail`` messages of at most ``max_items`` items and about
-    ``max_bytes`` bytes each (an item larger than that on its own gets its own message)."""
-    out: list[bytes] = []
-    chunk: list[bytes] = []
-    size = len(head) + len(tail)
-    for item in items:
-        if chunk and (len(chunk) >= max_items or size + len(item) + 1 > max_bytes):
-            out.append(head + b",".join(chunk) + tail)
-            chunk, size = [], len(head) + len(tail)
-        chunk.append(item)
-        size += len(item) + 1
-    if chunk:
-        out.append(head + b",".join(chunk) + tail)
-    return out
+SINK_TABLES: dict[str, TableSpec] = {t.name: t for t in (EVENTS, DEAD_LETTERS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +133,7 @@ class RowBatch:
 
     table: str
     columns: Sequence[str]
-    rows: list[Row]
+    rows: list[Values]
 
     def encode_chunks(self, max_rows: int, max_bytes: int = MAX_MESSAGE_BYTES) -> list[bytes]:
         """This batch as rows-topic messages of at most ``max_rows`` rows and about
@@ -122,7 +150,7 @@ class RowBatch:
         if not isinstance(obj, dict):
             raise ValueError("row batch is not a JSON object")
         table, columns, rows = obj.get("table"), obj.get("columns"), obj.get("rows")
-        spec = TABLES.get(table) if isinstance(table, str) else None
+        spec = SINK_TABLES.get(table) if isinstance(table, str) else None
         if spec is None:
             raise ValueError(f"unknown sink table {table!r}")
         # Each named once, each a column of the table: an insert naming a column twice, or
@@ -148,9 +176,7 @@ def _ts(value: Any) -> int:
     return int(value.timestamp()) if value is not None else 0
 
 
-def event_row(
-    event: ClickEvent | ShareEvent | PurchaseEvent, partition: int, offset: int, ingested_at: int
-) -> Row:
+def event_row(event: AnyEvent, partition: int, offset: int, ingested_at: int) -> Values:
     """The ``events`` row of an accepted event (columns of :data:`EVENTS`).
 
     ``ingested_at`` is wall time in POSIX seconds; absent optional ids become ``''``.
@@ -233,10 +259,10 @@ def _seconds(us: int) -> int:
 
 
 DOMAIN_TABLES: dict[str, TableSpec] = {t.table: _domain_spec(t) for t in DOMAIN_ROW_TYPES}
-TABLES.update(DOMAIN_TABLES)
+SINK_TABLES.update(DOMAIN_TABLES)
 
 
-def domain_row_values(row: DomainRow) -> Row:
+def domain_row_values(row: DomainRow) -> Values:
     """A domain row as ClickHouse values, in :data:`DOMAIN_TABLES` column order.
 
     Event times lose their sub-second part (DateTime is whole seconds on 18.16).
@@ -255,7 +281,7 @@ _ROW_CONVERTERS: dict[type, tuple[tuple[str, Callable[[Any], Any]], ...]] = {}
 def domain_row_batches(rows: Iterable[DomainRow]) -> list[RowBatch]:
     """One row batch per table for the sink; snapshots superseded within ``rows`` are dropped
     first. Split them into messages with :meth:`RowBatch.encode_chunks`."""
-    by_table: dict[str, list[Row]] = {}
+    by_table: dict[str, list[Values]] = {}
     for row in coalesce_snapshots(rows):
         by_table.setdefault(row.table, []).append(domain_row_values(row))
     return [

@@ -29,10 +29,10 @@ from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
 from pipeline import metrics
-from pipeline.contract.deadletter import dead_letter_row
+from pipeline.contract.deadletter import H_DETAIL, H_REASON, H_TOPIC
 from pipeline.settings import Settings
 from pipeline.sink.cluster import insert_settings
-from pipeline.sink.rows import DEAD_LETTERS, Row, RowBatch
+from pipeline.sink.rows import DEAD_LETTERS, RowBatch, Values, dead_letter_row
 from pipeline.sink.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,16 @@ class _Pending:
     """Rows waiting for the next flush, and the offsets they complete."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, tuple[str, ...]], list[Row]] = defaultdict(list)
+        self.rows: dict[tuple[str, tuple[str, ...]], list[Values]] = defaultdict(list)
         #: Per table: (Kafka timestamp in ms, rows) of the messages the rows came from.
         self.published: dict[tuple[str, tuple[str, ...]], list[tuple[int, int]]] = defaultdict(list)
         self.offsets: dict[TopicPartition, int] = {}
         self.count = 0
         self.since = 0.0
 
-    def add(self, table: str, columns: tuple[str, ...], rows: list[Row], published_ms: int) -> None:
+    def add(
+        self, table: str, columns: tuple[str, ...], rows: list[Values], published_ms: int
+    ) -> None:
         if not self.count:
             self.since = time.monotonic()
         self.rows[(table, columns)].extend(rows)
@@ -97,9 +99,7 @@ class SinkService(Service):
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
         )
-        self._consumer.subscribe(
-            [s.topic_rows, s.topic_dead_letters], listener=_FlushOnRevoke(self)
-        )
+        self._consumer.subscribe(s.sink_topics(), listener=_FlushOnRevoke(self))
         await self._consumer.start()
 
     async def on_stop(self) -> None:
@@ -165,9 +165,9 @@ class SinkService(Service):
             row = dead_letter_row(
                 value,
                 [
-                    ("siyu-reason", b"bad_row_batch"),
-                    ("siyu-detail", str(err).encode()),
-                    ("siyu-source-topic", topic.encode()),
+                    (H_REASON, b"bad_row_batch"),
+                    (H_DETAIL, str(err).encode()),
+                    (H_TOPIC, topic.encode()),
                 ],
                 now,
             )

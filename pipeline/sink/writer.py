@@ -43,10 +43,9 @@ from pipeline.contract.deadletter import (
     H_REASON,
     H_TIMESTAMP,
     H_TOPIC,
-    dead_letter_row,
 )
 from pipeline.sink.clickhouse import check_identifier, client_from_url
-from pipeline.sink.rows import DEAD_LETTERS, Row
+from pipeline.sink.rows import DEAD_LETTERS, Values, dead_letter_row
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class ClickHouseWriter:
             self._client.disconnect()
         self._pool.shutdown(wait=False)
 
-    def _insert_sync(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+    def _insert_sync(self, table: str, columns: Sequence[str], rows: list[Values]) -> None:
         if self._client is None:
             self._client = client_from_url(self._url, database=self._db, **self._client_settings)
         cols = ", ".join(check_identifier(c) for c in columns)
@@ -128,7 +127,7 @@ class ClickHouseWriter:
         self,
         table: str,
         columns: Sequence[str],
-        rows: list[Row],
+        rows: list[Values],
         stopping: Callable[[], bool] = lambda: False,
         source_ms: Sequence[int] = (),
     ) -> int:
@@ -181,7 +180,7 @@ class ClickHouseWriter:
         self,
         table: str,
         columns: Sequence[str],
-        rows: list[Row],
+        rows: list[Values],
         source_ms: Sequence[int],
         err: BaseException,
         stopping: Callable[[], bool],

@@ -28,19 +28,41 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import IntEnum
+from typing import Any, NoReturn
+
+from pipeline.kafka.offsets import OffsetReader, Partition, committed_or_zero
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Exit code of a stalled worker, or of one whose consumer skipped input (sysexits'
-#: EX_TEMPFAIL: try again).
-STALL_EXIT_CODE = 75
-#: Exit code of a worker that was frozen past its fence's limit (:class:`FreezeFence`).
-FROZEN_EXIT_CODE = 76
 
-Partition = tuple[str, int]
+class ExitCode(IntEnum):
+    """Every deliberate exit of a worker, each a restart its supervisor should make."""
+
+    #: A batch failed outside the per-message error handling: a bug, and the batch is left
+    #: half done, unacknowledged (sysexits' EX_SOFTWARE).
+    BUG = 70
+    #: No progress on owned partitions or on a table recovery, or input the consumer never
+    #: delivered (sysexits' EX_TEMPFAIL: try again).
+    STALLED = 75
+    #: Frozen past the fence's limit (:class:`FreezeFence`).
+    FROZEN = 76
+
+
+def exit_now(code: ExitCode, message: str, *args: object, exc_info: bool = False) -> NoReturn:
+    """Log ``message % args`` as critical and end the process at once with ``code``.
+
+    ``os._exit``: no cleanup, no acknowledging, no flush of anything in flight. What was
+    not committed is read again by the restarted worker (at-least-once, idempotent writes),
+    so ending abruptly loses nothing, while a graceful stop would acknowledge the batch.
+    """
+    log.critical(message, *args, exc_info=exc_info)
+    logging.shutdown()
+    os._exit(code)
+
 
 #: Seconds between two looks at the event loop's lag.
 LOOP_LAG_EVERY_S = 0.25
@@ -78,16 +100,15 @@ async def watch_loop_lag(
 
 
 def _exit_frozen(frozen_s: float, limit_s: float) -> None:
-    log.critical(
+    exit_now(
+        ExitCode.FROZEN,
         "this worker was frozen for %.1f s (the limit is %.1f s, half SIYU_SESSION_TIMEOUT_S): "
         "its partitions may have moved to another worker, which must not be overwritten by "
         "what this one had in flight; exiting with %d for a restart",
         frozen_s,
         limit_s,
-        FROZEN_EXIT_CODE,
+        int(ExitCode.FROZEN),
     )
-    logging.shutdown()
-    os._exit(FROZEN_EXIT_CODE)
 
 
 def is_hole(done: int, first: int) -> bool:
@@ -121,6 +142,60 @@ def skipped_input(done: int, first: int, committed: int | None, start: int) -> s
     return "undelivered"
 
 
+class HoleCheck:
+    """Input an agent is given must follow the last input it processed, or be explained.
+
+    Each agent records, per input partition, the last offset it processed (in its tables,
+    written with its output). Input between that offset, ``done``, and ``first``, the first
+    one given now, must not be skipped silently (:func:`skipped_input`). A hole the
+    consumer left stops the worker before this batch is acknowledged, so that a restart
+    reads it from the committed offset; one left by retention or by a moved committed
+    offset is logged, and the worker goes on.
+    """
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self._read = OffsetReader(bootstrap, group)
+
+    async def check(self, topic: str, partition: int, done: int, first: int) -> None:
+        if not is_hole(done, first):
+            return
+        tp = (topic, partition)
+        reader = self._read
+        committed: int | None = None
+        start = 0
+        verdict: str | None
+        try:
+            committed, start = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: (reader([tp])[0][tp], reader.starts([tp])[tp])
+            )
+        except Exception as err:  # no answer: a restart is the side that loses nothing
+            log.warning("could not read the offsets of %s[%d]: %s", topic, partition, err)
+            verdict = "undelivered"
+        else:
+            verdict = skipped_input(done, first, committed, start)
+        missing = f"{topic}[{partition}] offsets {max(done + 1, start)}..{first - 1}"
+        if verdict == "deleted":
+            log.error("%s were deleted (retention) before they were processed: lost", missing)
+        elif verdict == "moved":
+            log.warning(
+                "%s skipped: the group's committed offset was moved past them, to %s",
+                missing,
+                committed,
+            )
+        else:
+            exit_now(
+                ExitCode.STALLED,
+                "the Kafka consumer did not deliver %s (the last processed was %d, the next "
+                "given is %d); exiting with %d so that a restart reads them from the "
+                "committed offset (%s)",
+                missing,
+                done,
+                first,
+                int(ExitCode.STALLED),
+                "unknown" if committed is None else committed,
+            )
+
+
 class FreezeFence:
     """Stop a worker that was frozen for ``limit_s`` before it sends Kafka anything more.
 
@@ -136,7 +211,7 @@ class FreezeFence:
     :meth:`awake` is called by the loop-lag watcher every quarter second; :meth:`check` by
     the worker's producer just before each produce request goes to the socket (nothing in
     between yields to the loop). A gap of ``limit_s`` since the last wake, seen by either,
-    calls ``on_frozen`` (by default: log why, exit with :data:`FROZEN_EXIT_CODE`), so
+    calls ``on_frozen`` (by default: log why, exit with :attr:`ExitCode.FROZEN`), so
     nothing the worker had computed before the freeze reaches Kafka after it; a restarted
     worker re-reads from the committed offsets, like after a crash. The limit is half the
     session timeout: heartbeats go every third of it, so a member is not yet expired then.
@@ -213,7 +288,7 @@ class StallWatchdog:
         seen: dict[Partition, tuple[int | None, float]] = {}
         for tp, offset in committed.items():
             end = ends.get(tp)
-            base = offset if offset is not None and offset >= 0 else 0
+            base = committed_or_zero(offset)
             waiting = end is not None and end > base
             previous = self._seen.get(tp)
             since = previous[1] if previous is not None and previous[0] == offset else now
@@ -229,58 +304,105 @@ class StallWatchdog:
         return stuck
 
 
-class OffsetReader:
-    """A group's committed offsets and the end offsets of partitions, from the broker, over
-    one admin connection kept between calls (the watermark confirmation asks twice a
-    second). Blocking: call it from an executor, one reader per caller."""
+def watch_progress(app: Any, s: Settings, waiting_for_kafka: Callable[[], bool]) -> None:
+    """Exit when owned partitions, or the table recovery, stop making progress (see the
+    module); not while ``waiting_for_kafka()`` (publishing is being retried). Watched from
+    the first partition assignment."""
+    # Looked up at each call, not imported at the top: tests replace it.
+    from pipeline.worker.faust import recovery as faust_recovery
 
-    def __init__(self, bootstrap: str, group: str) -> None:
-        self.bootstrap = bootstrap
-        self.group = group
-        self._admin: Any = None
+    watchdog = StallWatchdog(s.stall_timeout_s)
+    restore = StallWatchdog(s.stall_timeout_s, progress="next changelog offset to restore")
+    read_offsets = OffsetReader(s.kafka_bootstrap, s.app_id)
+    agent_topics = set(s.agent_topics())
 
-    def close(self) -> None:
-        if self._admin is not None:
-            self._admin.close()
-            self._admin = None
-
-    def __call__(
-        self, partitions: list[Partition]
-    ) -> tuple[dict[Partition, int | None], dict[Partition, int]]:
-        from kafka import TopicPartition
-        from kafka.admin import OffsetSpec
-
-        tps = [TopicPartition(t, p) for t, p in partitions]
-        listed: Any = self._ask(lambda admin: admin.list_group_offsets({self.group: None}))
-        listed = listed.get(self.group, {})
-        ends: Any = self._ask(
-            lambda admin: admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
+    def exit_stalled(what: str, stuck: list[str]) -> None:
+        exit_now(
+            ExitCode.STALLED,
+            "%s; exiting with %d for a restart: %s",
+            what,
+            int(ExitCode.STALLED),
+            "; ".join(stuck),
         )
-        committed = {
-            (tp.topic, tp.partition): (listed[tp].offset if tp in listed else None) for tp in tps
-        }
-        return committed, {(tp.topic, tp.partition): int(o.offset) for tp, o in ends.items()}
 
-    def starts(self, partitions: list[Partition]) -> dict[Partition, int]:
-        """The first offset each partition still holds (older records were deleted)."""
-        from kafka import TopicPartition
-        from kafka.admin import OffsetSpec
-
-        tps = [TopicPartition(t, p) for t, p in partitions]
-        firsts: Any = self._ask(
-            lambda admin: admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.EARLIEST))
-        )
-        return {(tp.topic, tp.partition): int(o.offset) for tp, o in firsts.items()}
-
-    def _ask(self, question: Callable[[Any], Any]) -> Any:
-        from kafka import KafkaAdminClient
-
-        if self._admin is None:
-            self._admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap, request_timeout_ms=10_000
-            )
+    async def ask(
+        partitions: list[Partition], watch: StallWatchdog
+    ) -> tuple[dict[Partition, int | None], dict[Partition, int]] | None:
+        """The group's committed offsets and the end offsets of ``partitions``, or None
+        (``watch`` reset) when Kafka does not answer: that is not proof of a stall."""
         try:
-            return question(self._admin)
-        except Exception:
-            self.close()  # connect again on the next call
-            raise
+            return await asyncio.get_running_loop().run_in_executor(None, read_offsets, partitions)
+        except Exception as err:
+            log.warning("stall watchdog could not read offsets: %s", err)
+            watch.reset()
+            return None
+
+    async def look() -> None:
+        recovery = app.tables.recovery
+        if waiting_for_kafka():
+            watchdog.reset()
+            restore.reset()
+            return
+        if recovery.in_recovery:
+            watchdog.reset()
+            restoring = faust_recovery.restore_positions(recovery)
+            offsets = await ask(list(restoring), restore)
+            if offsets is not None:
+                stuck = restore.observe(restoring, offsets[1])
+                if stuck:
+                    exit_stalled("table recovery made no progress", stuck)
+            return
+        restore.reset()
+        if app.rebalancing:
+            watchdog.reset()
+            return
+        owned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+        offsets = await ask([tp for tp in owned if tp[0] in agent_topics], watchdog)
+        if offsets is None:
+            return
+        stuck = watchdog.observe(*offsets)
+        if stuck:
+            exit_stalled("no progress on owned partitions", stuck)
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(min(15.0, s.stall_timeout_s / 4))
+            try:
+                await look()
+            except Exception:  # a fault in the watch must not crash the worker it watches
+                log.exception("the stall watchdog failed to look; it looks again")
+
+    from_first_assignment(app, watch)
+
+
+def watch_loop(app: Any, s: Settings, record_lag: Callable[[float], None]) -> None:
+    """From the worker's first partition assignment: measure the event loop's lag
+    (``siyu_event_loop_lag_seconds``); warn at half the session timeout, before a busy loop
+    costs the worker its partitions; and at that gap, stop it before it writes (its freeze
+    fence). Not from the app's start, when stores open and topics are created, and not from
+    the end of the first table recovery (as an ``app.task``): a freeze during that recovery,
+    or in the watcher's first quarter second, would go unseen."""
+    fence = app.freeze_fence = FreezeFence(s.session_timeout_s / 2)
+
+    async def watch() -> None:
+        await watch_loop_lag(record_lag, fence.limit_s, awake=fence.awake)
+
+    from_first_assignment(app, watch, first=fence.arm)
+
+
+def from_first_assignment(
+    app: Any, task: Callable[[], Awaitable[None]], first: Callable[[], None] = lambda: None
+) -> None:
+    """At ``app``'s first partition assignment, call ``first`` and start ``task`` as a
+    future of the app (stopped with it). Faust's ``app.task`` and ``app.timer`` start only
+    once the first table recovery has ended, which leaves that recovery unwatched."""
+    started = False
+
+    async def on_assigned(*args: Any, **kwargs: Any) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            first()
+            app.add_future(task())
+
+    app.on_partitions_assigned.connect(on_assigned)

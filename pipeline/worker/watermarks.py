@@ -25,10 +25,18 @@ could still be overtaken; ``SIYU_WATERMARK_HOPS`` raises the bound.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-Partition = tuple[str, int]
+from pipeline.domain import NO_WATERMARK
+from pipeline.kafka.offsets import OffsetReader, Partition, committed_or_zero
+from pipeline.settings import Settings
+from pipeline.worker.relay import Router, watermark_relay
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +67,7 @@ class ConfirmedProgress:
         progress (also in :attr:`confirmed`)."""
         kept: list[_Round] = []
         for r in self._rounds:
-            if all(_offset(committed.get(tp)) >= end for tp, end in r.target.items()):
+            if all(committed_or_zero(committed.get(tp)) >= end for tp, end in r.target.items()):
                 r.hops_left -= 1
                 if r.hops_left == 0:
                     for p, t in r.progress.items():
@@ -75,6 +83,66 @@ class ConfirmedProgress:
         return self.confirmed
 
 
-def _offset(committed: int | None) -> int:
-    """A committed offset, with "never committed" (None or -1) as 0."""
-    return committed if committed is not None and committed >= 0 else 0
+class WatermarkAnnouncer:
+    """Ingest's event-time progress, and its announcement to every state partition.
+
+    Per events-topic partition: :attr:`seen`, the largest event time ingested; the part of
+    it whose relays Kafka confirmed (:meth:`published`); and the part whose consequences all
+    agents have processed (:class:`ConfirmedProgress`), which is what relays carry.
+    """
+
+    def __init__(self, s: Settings, router: Router, producer: Any) -> None:
+        self.router = router
+        self.producer = producer  # a callable returning the app's producer (set at start)
+        self.seen: dict[int, int] = {}
+        self._published: dict[int, int] = {}
+        self._announced: dict[int, int] = {}
+        self.confirmed = ConfirmedProgress(s.watermark_hops)
+        self._read_offsets = OffsetReader(s.kafka_bootstrap, s.app_id)
+
+    def announceable(self) -> dict[int, int]:
+        """The progress a batch's relays carry now."""
+        return dict(self.confirmed.confirmed)
+
+    def published(self, announced: dict[int, int]) -> None:
+        """A batch's relays, carrying ``announced``, were confirmed by Kafka."""
+        self._published = dict(self.seen)
+        self._announced = announced
+
+    async def confirm(self) -> None:
+        """Advance the announced watermark as the by-* topics are processed (see the
+        module), and tell every state partition when it moved: a partition no events reach
+        would not hear of it otherwise, nor would any partition of the last events'
+        progress. A timer of the app's."""
+        published = dict(self._published)
+        if not published:
+            return
+        partitions = self.router.all_partitions()
+        try:
+            committed, ends = await asyncio.get_running_loop().run_in_executor(
+                None, self._read_offsets, partitions
+            )
+        except Exception as err:  # no answer now: the watermark just waits
+            log.debug("watermark confirmation skipped: %s", err)
+            return
+        confirmed = self.confirmed.observe(published, committed, ends)
+        if confirmed == self._announced:
+            return
+        self._announced = dict(confirmed)
+        relay = watermark_relay(confirmed)
+        producer = self.producer()
+        try:
+            await asyncio.gather(
+                *[await producer.send(topic, None, relay, p, None, None) for topic, p in partitions]
+            )
+        except Exception as err:  # the next tick, or the next batch, carries it
+            log.warning("announcing the watermark failed: %s", err)
+            self._announced = {}
+
+
+def watermark_of(progress: Mapping[int, int], partitions: int) -> int:
+    """The event-time watermark (µs) of a state partition that heard ``progress``: the least
+    progress over *every* partition of the events topic. A partition nothing was heard from
+    yet holds it back, so a backlog replayed one partition at a time does not make the other
+    partitions' events late."""
+    return min(progress.get(p, NO_WATERMARK) for p in range(partitions))

@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 
-from pipeline.sdk.base import AnyEvent
+from pipeline.contract.events import AnyEvent
 from tests.bench import latency, rates, report, scaling, throughput, worker_state
 from tests.bench.backlog import SDK_BATCH
 from tests.bench.namespace import exit_cleanly_on_sigterm

@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 from kafka import KafkaConsumer, TopicPartition
 
+from pipeline.contract.events import AnyEvent
 from pipeline.sdk import KafkaEmitter
-from pipeline.sdk.base import AnyEvent, Emitter
+from pipeline.sdk.base import Emitter
 from tests.integration.pipeline_env import PipelineEnv
 from tests.scenario import generate
 

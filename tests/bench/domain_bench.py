@@ -28,10 +28,10 @@ import statistics
 import time
 from decimal import Decimal
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import AnyEvent, ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain import Engine, Row
 
-Event = ClickEvent | ShareEvent | PurchaseEvent
+Event = AnyEvent
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 

@@ -14,14 +14,13 @@ import os
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kafka import TopicPartition
-from kafka.admin import KafkaAdminClient, OffsetSpec
+from kafka.admin import KafkaAdminClient
 
+from pipeline.kafka.quiescence import Quiescence
 from pipeline.sink.clickhouse import check_identifier, client_from_url
 from tests.integration.pipeline_env import REPO, PipelineEnv, Worker
 
@@ -114,33 +113,5 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
 def drained(penv: PipelineEnv) -> bool:
     """True when the worker's groups have committed the end of every topic they read, with
     no new message anywhere between two looks: the whole topology has nothing in flight."""
-    s = penv.settings()
-    reads = {
-        s.app_id: [s.topic_events, s.topic_by_user, s.topic_by_share, s.topic_by_sharer],
-        f"{s.app_id}-sink": [s.topic_rows, s.topic_dead_letters],
-    }
-    topics = sorted({t for group_topics in reads.values() for t in group_topics})
-    tps = [TopicPartition(t, p) for t in topics for p in range(s.topic_partitions)]
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="siyu-bench")
-    try:
-        looks = []
-        for _ in range(2):
-            ends = {
-                tp: o.offset
-                for tp, o in admin.list_partition_offsets(
-                    {tp: OffsetSpec.LATEST for tp in tps}
-                ).items()
-            }
-            committed = admin.list_group_offsets({g: None for g in reads})
-            for group, topics in reads.items():
-                done = committed.get(group, {})
-                for tp, end in ends.items():
-                    if tp.topic in topics and end > 0:
-                        c = done.get(tp)
-                        if c is None or c.offset < end:
-                            return False
-            looks.append(ends)
-            time.sleep(0.2)
-        return looks[0] == looks[1]
-    finally:
-        admin.close()
+    with Quiescence(penv.settings()) as quiescence:
+        return quiescence.quiet()

@@ -34,7 +34,7 @@ from typing import Any
 
 from kafka.admin import KafkaAdminClient
 
-from pipeline.sdk.base import AnyEvent
+from pipeline.contract.events import AnyEvent
 from tests.bench import report
 from tests.bench.backlog import emit, scenario_events, users_of
 from tests.bench.namespace import drained, exit_cleanly_on_sigterm, namespace, proc_stats, worker

@@ -43,8 +43,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.contract.events import decode_message
-from pipeline.sdk.base import AnyEvent
+from pipeline.contract.events import AnyEvent, decode_message
 from pipeline.settings import Settings
 from pipeline.sink.clickhouse import client_from_url
 from tests.bench import report

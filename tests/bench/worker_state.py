@@ -36,7 +36,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from pipeline.sdk.base import AnyEvent
+from pipeline.contract.events import AnyEvent
 from pipeline.sink.clickhouse import client_from_url
 from tests.bench.backlog import emitter, paced, scenario_events, users_of
 from tests.bench.namespace import drained, namespace, proc_stats, worker

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from pipeline.contract.deadletter import H_INDEX, H_REASON, H_TOPIC
-from pipeline.worker.topology import partition_for
+from pipeline.contract.partitioning import partition_for
 from tests.integration.pipeline_env import (
     PipelineEnv,
     produce,

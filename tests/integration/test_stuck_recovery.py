@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from pipeline.worker.watchdog import STALL_EXIT_CODE
+from pipeline.worker.watchdog import ExitCode
 from tests.integration.pipeline_env import PipelineEnv, Worker, produce, wait_for
 from tests.integration.test_ingest_slice import _event
 from tests.integration.test_topology import quiescent
@@ -65,11 +65,11 @@ def test_a_table_recovery_that_makes_no_progress_stops_the_worker(
     producer.close()
 
     worker = Worker(penv, tmp_path / "second.log", SIYU_STALL_TIMEOUT_S=str(_STALL_TIMEOUT_S))
-    assert worker.proc.wait(timeout=120) == STALL_EXIT_CODE
+    assert worker.proc.wait(timeout=120) == ExitCode.STALLED
     log = worker.log_path.read_text()
     # The record written again is restored; the marker after it never comes.
     assert (
-        f"table recovery made no progress; exiting with {STALL_EXIT_CODE} for a restart: "
+        f"table recovery made no progress; exiting with {int(ExitCode.STALLED)} for a restart: "
         f"{changelog.topic}[0]: next changelog offset to restore {offset + 2} unchanged for "
     ) in log
     assert f"with input up to {offset + 3} waiting" in log

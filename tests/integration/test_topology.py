@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 
 from pipeline.contract.events import encode_envelope, encode_event
 from pipeline.kafka.quiescence import Quiescence
-from pipeline.worker.watchdog import STALL_EXIT_CODE
+from pipeline.worker.watchdog import ExitCode
 from tests.integration.pipeline_env import (
     PipelineEnv,
     Worker,
@@ -159,7 +159,7 @@ def settle_workers(penv: PipelineEnv, workers: list[Worker], log_dir: Path) -> i
             if worker.proc.poll() is None:
                 continue
             log = worker.log_path.read_text()
-            assert worker.proc.returncode == STALL_EXIT_CODE, f"worker died:\n{log[-3000:]}"
+            assert worker.proc.returncode == ExitCode.STALLED, f"worker died:\n{log[-3000:]}"
             assert any(
                 why in log
                 for why in (
@@ -224,8 +224,8 @@ def test_a_message_whose_step_fails_is_dead_lettered_and_its_neighbours_go_on(
 
     from pipeline.contract.deadletter import H_INDEX, H_REASON
     from pipeline.contract.events import ClickEvent
+    from pipeline.contract.partitioning import partition_for
     from pipeline.domain import Addressed, ProcessorName
-    from pipeline.worker.topology import partition_for
     from tests.scenario import START
 
     s = penv.settings()

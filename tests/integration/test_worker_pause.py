@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline.worker.faust.aiokafka import fence_produce_requests
-from pipeline.worker.watchdog import FROZEN_EXIT_CODE
+from pipeline.worker.watchdog import ExitCode
 from tests.integration import stack
 from tests.integration.pipeline_env import (
     PipelineEnv,
@@ -106,7 +106,7 @@ def test_a_worker_frozen_past_its_session_timeout_stops_and_nothing_is_lost_or_d
                 wait_for(lambda: stable_members(penv) == 1, 60, "the frozen worker dropped")
                 frozen.proc.send_signal(signal.SIGCONT)
                 # Thawed, it finds it was frozen past its fence's limit and stops.
-                assert frozen.proc.wait(timeout=60) == FROZEN_EXIT_CODE
+                assert frozen.proc.wait(timeout=60) == ExitCode.FROZEN
                 assert "this worker was frozen for" in frozen.log_path.read_text()
                 frozen.stop()
                 workers[0] = frozen.again(tmp_path / f"a{n}.log")

@@ -74,7 +74,7 @@ def test_an_ingest_batch_counts_accepted_consumed_and_dead_letters_per_brand() -
     ingest_message(result, None, b"{not json", SRC)
     assert len(result.accepted) == 3 and len(result.dead_letters) == 2
 
-    metrics.record_ingest(2, result, 0.01)
+    metrics.SENSOR.on_ingest(2, [ev for ev, _ in result.accepted], result.dead_letters, 0.01)
 
     assert value("siyu_events_accepted_total", brand_id="m-ing", type="click") == (
         before["acc_click"] + 2
@@ -95,12 +95,6 @@ def test_an_ingest_batch_counts_accepted_consumed_and_dead_letters_per_brand() -
     assert value("siyu_agent_batch_duration_seconds_count", agent="ingest") == (
         before["batches"] + 1
     )
-
-
-def _stepped(event: ClickEvent | PurchaseEvent, emitted: bool) -> tuple[dict[str, object], bool]:
-    item = {"processor": "user", "brand_id": event.brand_id, "key": event.user_id}
-    item["message"] = event.model_dump(mode="json", exclude_none=True)
-    return item, emitted
 
 
 def _credit(brand: str, kind: str, sign: int, revision: int = 1) -> CreditRow:
@@ -139,18 +133,14 @@ def test_a_user_batch_counts_conversions_duplicates_and_latency() -> None:
         "latency_week": value("siyu_event_processing_latency_seconds_bucket", le="604800.0"),
     }
     now = (T0 + dt.timedelta(days=2, hours=1)).timestamp()  # every event is 2 days 1 h old
-    interagent = {"processor": "user", "brand_id": b, "key": "u1", "message": {"type": "x"}}
-    stepped = [
-        _stepped(click("c1", b), True),
-        _stepped(click("c2", b), True),
-        _stepped(click("c1", b), False),  # seen before: emitted nothing
-        _stepped(purchase("p1", b), True),
-        (interagent, True),  # not an event: counts nothing
-    ]
+    applied = [click("c1", b), click("c2", b), purchase("p1", b)]
+    duplicates = [click("c1", b)]  # seen before
     rows = [_credit(b, "kol", 1), _credit(b, "kol", -1), _credit(b, "kol", 1, 2)]
     rows.append(_credit(b, "organic", 1, 3))
 
-    metrics.record_state("user", stepped, rows, [], 0.01, now=now)
+    sensor = metrics.PrometheusSensor(clock=lambda: now)
+    sensor.on_events_applied(applied, duplicates)
+    sensor.on_state_batch("user", rows, [], 0.01)
 
     assert value("siyu_clicks_total", brand_id=b, channel="app") == before["clicks"] + 2
     assert value("siyu_purchases_total", brand_id=b, channel="mini_program") == (
@@ -177,11 +167,13 @@ def test_a_user_batch_counts_conversions_duplicates_and_latency() -> None:
     )
 
 
-def test_other_processors_count_no_events() -> None:
+def test_a_state_batch_counts_its_batch_time_per_processor_and_no_events() -> None:
     b = "m-share"
     before = value("siyu_duplicate_events_total", brand_id=b, type="click")
-    metrics.record_state("share", [_stepped(click("c1", b), False)], [], [], 0.01)
+    batches = value("siyu_agent_batch_duration_seconds_count", agent="state-share")
+    metrics.SENSOR.on_state_batch("share", [], [], 0.01)
     assert value("siyu_duplicate_events_total", brand_id=b, type="click") == before
+    assert value("siyu_agent_batch_duration_seconds_count", agent="state-share") == batches + 1
 
 
 def test_batch_histogram_exposes_cumulative_buckets_sum_and_count() -> None:

@@ -31,7 +31,7 @@ import faust
 from faust.tables.recovery import Recovery
 from mode import Service
 
-from pipeline.worker.watchdog import Partition
+from pipeline.kafka.offsets import Partition
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.contract.envelopes import pack_envelopes, user_partition
+from pipeline.contract.envelopes import pack_envelopes
 from pipeline.contract.events import decode_message
+from pipeline.contract.partitioning import partition_for
 from pipeline.sdk.track import click_event
 
 
@@ -21,13 +22,13 @@ def test_every_event_lands_once_in_its_users_partition_in_order() -> None:
         decoded = decode_message(p.value)
         assert decoded.rejects == []
         assert [e.event_id for e in decoded.events] == [e.event_id for e in p.events]
-        assert {user_partition(e.brand_id, e.user_id, 4) for e in p.events} == {p.partition}
+        assert {partition_for(e.brand_id, e.user_id, 4) for e in p.events} == {p.partition}
         seen.extend(e.event_id for e in p.events)
     assert sorted(seen) == sorted(e.event_id for e in events)
     # Within a partition the order of tracking is kept.
     for part in {p.partition for p in packed}:
         ids = [e.event_id for p in packed if p.partition == part for e in p.events]
-        expected = [e.event_id for e in events if user_partition(e.brand_id, e.user_id, 4) == part]
+        expected = [e.event_id for e in events if partition_for(e.brand_id, e.user_id, 4) == part]
         assert ids == expected
 
 
@@ -49,10 +50,10 @@ def test_an_event_larger_than_the_byte_limit_still_gets_an_envelope() -> None:
 
 
 def test_partition_of_a_user_is_stable_and_spread() -> None:
-    parts = {user_partition("b", f"u{i}", 8) for i in range(200)}
+    parts = {partition_for("b", f"u{i}", 8) for i in range(200)}
     assert parts == set(range(8))
-    assert user_partition("b", "u1", 8) == user_partition("b", "u1", 8)
-    assert user_partition("b", "u1", 1) == 0
+    assert partition_for("b", "u1", 8) == partition_for("b", "u1", 8)
+    assert partition_for("b", "u1", 1) == 0
 
 
 @pytest.mark.parametrize(("partitions", "max_events"), [(0, 10), (1, 0), (1, 1001)])

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.contract.events import (
     MAX_EVENTS_PER_ENVELOPE,
+    AnyEvent,
     ClickEvent,
     PurchaseEvent,
     RejectReason,
@@ -45,7 +46,7 @@ from pipeline.demo.brand import (
 )
 from pipeline.domain import CreditRow, Engine
 
-Event = ClickEvent | ShareEvent | PurchaseEvent
+Event = AnyEvent
 SMALL = BrandParams(users=1500, kols=20, days=21, malformed_rate=0.01)
 
 

@@ -10,10 +10,10 @@ import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import AnyEvent, ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain import DomainConfig, Engine
 
-Event = ClickEvent | ShareEvent | PurchaseEvent
+Event = AnyEvent
 T0 = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 HOUR = 3600
 DAY = 86_400

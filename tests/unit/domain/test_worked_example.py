@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.contract.events import ClickEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import AnyEvent, ClickEvent, PurchaseEvent, ShareEvent
 from pipeline.domain import CreditRow, Engine, KocPromotionRow, to_us
 from tests.oracle import recompute
 from tests.unit.domain.compare import assert_same
@@ -21,7 +21,7 @@ def t(hh: int, mm: int) -> dt.datetime:
 
 
 COMMON = {"schema_version": 1, "brand_id": "acme"}
-EXAMPLE: list[ClickEvent | ShareEvent | PurchaseEvent] = [
+EXAMPLE: list[AnyEvent] = [
     ClickEvent(event_id="e1", type="click", user_id="A", occurred_at=t(10, 0),
                channel="kol_post", kol_id="k1", **COMMON),
     ShareEvent(event_id="e2", type="share", user_id="A", occurred_at=t(10, 5),

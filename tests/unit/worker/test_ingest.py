@@ -15,9 +15,8 @@ from pipeline.contract.deadletter import (
     H_OFFSET,
     H_REASON,
     Source,
-    dead_letter_row,
 )
-from pipeline.sink.rows import DEAD_LETTERS, EVENTS, RowBatch, event_row
+from pipeline.sink.rows import DEAD_LETTERS, EVENTS, RowBatch, dead_letter_row, event_row
 from pipeline.worker import ingest as ingest_mod
 from pipeline.worker.ingest import IngestResult, ingest_message
 from tests.unit.contract.test_events import purchase

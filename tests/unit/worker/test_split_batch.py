@@ -1,5 +1,5 @@
 """Agents handle a batch taken from a backlog in parts of bounded input size
-(pipeline/worker/topology.py, ``split_batch``)."""
+(pipeline/worker/checkpoint.py, ``split_batch``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.worker.topology import split_batch
+from pipeline.worker.checkpoint import split_batch
 
 
 @given(st.lists(st.integers(min_value=0, max_value=50)), st.integers(min_value=1, max_value=120))

@@ -1,8 +1,8 @@
-"""The worker's bounded cache of parsed states (pipeline/worker/topology.py)."""
+"""The worker's bounded cache of parsed states (pipeline/worker/state.py)."""
 
 from __future__ import annotations
 
-from pipeline.worker.topology import MISSING, StateCache
+from pipeline.worker.state import MISSING, StateCache
 
 
 def test_the_least_recently_written_state_is_dropped_first() -> None:
