@@ -22,18 +22,9 @@ from pipeline.errors import ConfigError
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
-class Settings(BaseSettings):
-    """siyu configuration. Environment variable = ``SIYU_`` + upper-case field name."""
+class KafkaSettings(BaseSettings):
+    """Kafka: where the brokers are, and the topics the pipeline uses."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SIYU_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-    )
-
-    # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
         default="127.0.0.1:19092",
         description="Kafka bootstrap servers, comma-separated host:port.",
@@ -67,7 +58,33 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Replication factor of topics the worker creates."
     )
 
-    # --- ClickHouse ----------------------------------------------------------------------------
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str) -> str:
+        for part in v.split(","):
+            host, _, port = part.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+    @property
+    def kafka_broker_urls(self) -> list[str]:
+        """Bootstrap servers as Faust broker URLs."""
+        return [f"kafka://{p.strip()}" for p in self.kafka_bootstrap.split(",")]
+
+    def agent_topics(self) -> list[str]:
+        """The topics the worker's agents read, as the group ``app_id``: the events topic
+        and the processors' ``by-*`` topics."""
+        return [self.topic_events, self.topic_by_user, self.topic_by_share, self.topic_by_sharer]
+
+    def sink_topics(self) -> list[str]:
+        """The topics the ClickHouse sink reads, as the group ``<app_id>-sink``."""
+        return [self.topic_rows, self.topic_dead_letters]
+
+
+class ClickHouseSettings(BaseSettings):
+    """ClickHouse, and the sink that writes to it."""
+
     clickhouse_url: str = Field(
         default="clickhouse://default:@127.0.0.1:19000/siyu",
         description="ClickHouse native-protocol URL: clickhouse://user:password@host:port/database"
@@ -92,7 +109,7 @@ class Settings(BaseSettings):
         "disk, but inserts wait while fewer replicas are up.",
     )
 
-    # --- Sink ------------------------------------------------------------------------------------
+    # The sink.
     sink_max_rows: int = Field(
         default=5000, ge=1, description="Most rows per ClickHouse insert (per table)."
     )
@@ -106,7 +123,36 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Cap of the exponential backoff between insert retries."
     )
 
-    # --- Worker ----------------------------------------------------------------------------------
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _check_clickhouse_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("clickhouse", "clickhouses") or not parts.hostname:
+            raise ValueError(f"expected clickhouse://user:password@host:port/database, got {v!r}")
+        return v
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _check_clickhouse_cluster(cls, v: str | None) -> str | None:
+        if v and not (v.isascii() and v.isidentifier()):
+            raise ValueError(f"expected a cluster name (letters, digits, _), got {v!r}")
+        return v or None
+
+    @property
+    def clickhouse_database(self) -> str:
+        """Database name from the URL (default ``siyu``)."""
+        return urlsplit(self.clickhouse_url).path.strip("/") or "siyu"
+
+    @property
+    def clickhouse_address(self) -> str:
+        """host:port of ClickHouse, for messages."""
+        parts = urlsplit(self.clickhouse_url)
+        return f"{parts.hostname}:{parts.port or 9000}"
+
+
+class WorkerSettings(BaseSettings):
+    """A worker process: its web port, state store, batches and watchdogs."""
+
     worker_web_port: int = Field(
         default=6066, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics."
     )
@@ -209,7 +255,10 @@ class Settings(BaseSettings):
         "(pipeline/worker/watchdog.py); 0 turns the watchdog off.",
     )
 
-    # --- Collector: the HTTP front door for brand apps (docs/collector.md) ----------------------
+
+class CollectorSettings(BaseSettings):
+    """The collector, the HTTP front door for brand apps (docs/collector.md)."""
+
     collector_host: str = Field(default="127.0.0.1", description="Address the collector binds.")
     collector_port: int = Field(
         default=8090,
@@ -256,7 +305,34 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Retry-After seconds of the collector's 429 and 503 answers."
     )
 
-    # --- Domain rules (DESIGN.md "Domain rules") -----------------------------------------------
+    @field_validator("collector_keys", mode="before")
+    @classmethod
+    def _parse_collector_keys(cls, v: object) -> object:
+        # Parsed here rather than by pydantic-settings, whose JSON error names no variable.
+        if isinstance(v, str):
+            try:
+                return json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not JSON ({err.msg} at char {err.pos})") from None
+        return v
+
+    @field_validator("collector_keys")
+    @classmethod
+    def _check_collector_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for digest, brand in v.items():
+            if not _SHA256_HEX.fullmatch(digest):
+                raise ValueError(
+                    f"key {digest[:12]!r}... is not a sha256 hex digest; configure the hash "
+                    "printed by `siyu collector-key hash`, never the key itself"
+                )
+            if not 1 <= len(brand) <= 64:
+                raise ValueError(f"brand_id of key {digest[:12]}... must be 1-64 characters")
+        return {digest.lower(): brand for digest, brand in v.items()}
+
+
+class DomainSettings(BaseSettings):
+    """The domain rules' parameters (docs/domain.md), and the sweeps that expire old state."""
+
     attribution_window_s: int = Field(
         default=7 * 86_400, ge=0, description="Attribution window, seconds of event time."
     )
@@ -298,82 +374,25 @@ class Settings(BaseSettings):
         "table when it comes again. Bounds a worker's memory (about 4 KB per user state).",
     )
 
+
+class Settings(
+    KafkaSettings, ClickHouseSettings, WorkerSettings, CollectorSettings, DomainSettings
+):
+    """siyu configuration. Environment variable = ``SIYU_`` + upper-case field name.
+
+    One object; its fields are declared by concern in the classes above."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIYU_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of siyu processes."
     )
-
-    @field_validator("collector_keys", mode="before")
-    @classmethod
-    def _parse_collector_keys(cls, v: object) -> object:
-        # Parsed here rather than by pydantic-settings, whose JSON error names no variable.
-        if isinstance(v, str):
-            try:
-                return json.loads(v) if v.strip() else {}
-            except json.JSONDecodeError as err:
-                raise ValueError(f"not JSON ({err.msg} at char {err.pos})") from None
-        return v
-
-    @field_validator("collector_keys")
-    @classmethod
-    def _check_collector_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        for digest, brand in v.items():
-            if not _SHA256_HEX.fullmatch(digest):
-                raise ValueError(
-                    f"key {digest[:12]!r}... is not a sha256 hex digest; configure the hash "
-                    "printed by `siyu collector-key hash`, never the key itself"
-                )
-            if not 1 <= len(brand) <= 64:
-                raise ValueError(f"brand_id of key {digest[:12]}... must be 1-64 characters")
-        return {digest.lower(): brand for digest, brand in v.items()}
-
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _check_bootstrap(cls, v: str) -> str:
-        for part in v.split(","):
-            host, _, port = part.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
-        return v
-
-    @field_validator("clickhouse_url")
-    @classmethod
-    def _check_clickhouse_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("clickhouse", "clickhouses") or not parts.hostname:
-            raise ValueError(f"expected clickhouse://user:password@host:port/database, got {v!r}")
-        return v
-
-    @field_validator("clickhouse_cluster")
-    @classmethod
-    def _check_clickhouse_cluster(cls, v: str | None) -> str | None:
-        if v and not (v.isascii() and v.isidentifier()):
-            raise ValueError(f"expected a cluster name (letters, digits, _), got {v!r}")
-        return v or None
-
-    @property
-    def kafka_broker_urls(self) -> list[str]:
-        """Bootstrap servers as Faust broker URLs."""
-        return [f"kafka://{p.strip()}" for p in self.kafka_bootstrap.split(",")]
-
-    def agent_topics(self) -> list[str]:
-        """The topics the worker's agents read, as the group ``app_id``: the events topic
-        and the processors' ``by-*`` topics."""
-        return [self.topic_events, self.topic_by_user, self.topic_by_share, self.topic_by_sharer]
-
-    def sink_topics(self) -> list[str]:
-        """The topics the ClickHouse sink reads, as the group ``<app_id>-sink``."""
-        return [self.topic_rows, self.topic_dead_letters]
-
-    @property
-    def clickhouse_database(self) -> str:
-        """Database name from the URL (default ``siyu``)."""
-        return urlsplit(self.clickhouse_url).path.strip("/") or "siyu"
-
-    @property
-    def clickhouse_address(self) -> str:
-        """host:port of ClickHouse, for messages."""
-        parts = urlsplit(self.clickhouse_url)
-        return f"{parts.hostname}:{parts.port or 9000}"
 
 
 def load_settings() -> Settings:

@@ -29,7 +29,7 @@ from pipeline.domain.chains import (
     chain_position,
 )
 from pipeline.domain.config import DomainConfig, TierRule
-from pipeline.domain.engine import Engine, KeyedProcessor, build_processors
+from pipeline.domain.engine import Engine, build_processors
 from pipeline.domain.eventtime import END_OF_TIME, NO_WATERMARK, from_us, to_us
 from pipeline.domain.koc import (
     Evidence,
@@ -50,11 +50,11 @@ from pipeline.domain.messages import (
     ReferralCredited,
     ShareResolved,
     ShareWatched,
-    StepResult,
     message_from_dict,
     message_to_dict,
     route_event,
 )
+from pipeline.domain.processor import KeyedProcessor, StepResult
 from pipeline.domain.rows import (
     ROW_TYPES,
     TOO_LATE_FOR_ATTRIBUTION,
@@ -71,7 +71,8 @@ from pipeline.domain.rows import (
     net_outcomes,
     row_from_dict,
 )
-from pipeline.domain.users import UserProcessor, UserState
+from pipeline.domain.user_state import UserState
+from pipeline.domain.users import UserProcessor
 
 __all__ = [
     "END_OF_TIME",

@@ -34,8 +34,8 @@ from pipeline.domain.messages import (
     ShareMessage,
     ShareResolved,
     ShareWatched,
-    StepResult,
 )
+from pipeline.domain.processor import StepResult
 from pipeline.domain.rows import Row, ShareChainRow
 
 _SHARE = ProcessorName.SHARE

@@ -21,14 +21,15 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from pipeline.contract.events import AnyEvent
 from pipeline.domain.chains import ShareProcessor
 from pipeline.domain.config import DomainConfig
 from pipeline.domain.eventtime import END_OF_TIME, NO_WATERMARK, to_us
 from pipeline.domain.koc import SharerProcessor
-from pipeline.domain.messages import Addressed, ProcessorName, StepResult, route_event
+from pipeline.domain.messages import Addressed, ProcessorName, route_event
+from pipeline.domain.processor import KeyedProcessor, StepResult
 from pipeline.domain.rows import (
     CreditRow,
     KocPromotionRow,
@@ -41,24 +42,6 @@ from pipeline.domain.rows import (
     net_outcomes,
 )
 from pipeline.domain.users import UserProcessor
-
-
-class KeyedProcessor(Protocol):
-    """What every processor offers (states are opaque to the caller)."""
-
-    name: ProcessorName
-
-    def step(self, state: Any, message: Any, watermark_us: int) -> StepResult[Any]:
-        """Apply one message to one key's state (None: a new key)."""
-
-    def expire(self, state: Any, watermark_us: int) -> StepResult[Any]:
-        """Advance the watermark of one key's state without a message."""
-
-    def state_to_dict(self, state: Any) -> dict[str, Any]:
-        """JSON-safe form of a state."""
-
-    def state_from_dict(self, d: dict[str, Any]) -> Any:
-        """Inverse of ``state_to_dict``."""
 
 
 def build_processors(config: DomainConfig) -> dict[ProcessorName, KeyedProcessor]:

@@ -28,8 +28,8 @@ from pipeline.domain.messages import (
     KocStatusChanged,
     ProcessorName,
     SharerMessage,
-    StepResult,
 )
+from pipeline.domain.processor import StepResult
 from pipeline.domain.rows import TOO_LATE_FOR_KOC, KocPromotionRow, LateEventRow, Row, SharerRow
 
 

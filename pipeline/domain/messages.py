@@ -1,4 +1,4 @@
-"""Messages between the keyed processors, and what a step returns.
+"""Messages between the keyed processors.
 
 The core is three keyed processors (see :mod:`pipeline.domain.engine`):
 
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+from typing import Any, ClassVar
 
 from pipeline.contract.events import EVENT_TYPES, AnyEvent, ShareEvent
-from pipeline.domain.rows import Row
 
 
 class ProcessorName(StrEnum):
@@ -229,24 +228,3 @@ def route_event(event: AnyEvent) -> list[Addressed]:
     if isinstance(event, ShareEvent):
         out.append(Addressed(_SHARE, event.brand_id, event.share_id, event))
     return out
-
-
-StateT = TypeVar("StateT")
-
-
-class StepResult(NamedTuple, Generic[StateT]):
-    """What a step returns.
-
-    ``state`` is the key's new state (None: delete the key), ``messages`` go to
-    other keys, ``rows`` to the ClickHouse sink. The step may have mutated the
-    state it was given: the caller must store ``state`` and not reuse the old one.
-
-    ``changed`` is False only from ``expire``, when nothing but the state's own watermark
-    moved: the state as stored before, advanced to the same watermark, equals this one, so
-    the caller need not write it (a sweep of a quiet key then costs no changelog record).
-    """
-
-    state: StateT | None
-    messages: list[Addressed]
-    rows: list[Row]
-    changed: bool = True

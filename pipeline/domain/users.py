@@ -21,7 +21,6 @@ Event time rules (``L`` = allowed lateness, ``W`` = watermark, all µs):
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any
@@ -36,9 +35,9 @@ from pipeline.domain.attribution import (
     attribute_purchase,
     counts_as_touch,
 )
-from pipeline.domain.config import DomainConfig
-from pipeline.domain.eventtime import NO_WATERMARK, to_us
-from pipeline.domain.loyalty import LoyaltyCounters, loyalty_tier
+from pipeline.domain.config import DomainConfig, TierRule
+from pipeline.domain.eventtime import to_us
+from pipeline.domain.loyalty import loyalty_tier
 from pipeline.domain.messages import (
     Addressed,
     KocStatusChanged,
@@ -46,10 +45,11 @@ from pipeline.domain.messages import (
     ReferralCredited,
     ShareResolved,
     ShareWatched,
-    StepResult,
     UserMessage,
 )
+from pipeline.domain.processor import StepResult
 from pipeline.domain.rows import TOO_LATE_FOR_ATTRIBUTION, CreditRow, LateEventRow, LoyaltyRow, Row
+from pipeline.domain.user_state import PurchaseItem, ShareView, TouchItem, UserState
 
 _at = attrgetter("at_us")
 #: History order: event time, then event id.
@@ -63,169 +63,10 @@ _REFERRAL_TOUCH = TouchKind.REFERRAL
 _REFERRAL_CREDIT = CreditKind.REFERRAL
 
 
-@dataclass(slots=True)
-class TouchItem:
-    """A click through a share or from a KOL, or a purchase through a share link.
+class _StepOutput:
+    """What one step emits: messages to other keys, rows, and whether the loyalty
+    snapshot changed."""
 
-    ``share_id`` set: a referral touch once the share is known (its sharer is
-    not this user); otherwise a KOL touch for ``kol_id``.
-    """
-
-    event_id: str
-    at_us: int
-    share_id: str | None
-    kol_id: str | None
-
-
-@dataclass(slots=True)
-class PurchaseItem:
-    """A recent purchase and the credit last emitted for it (``revision`` counts credits)."""
-
-    event_id: str
-    order_id: str
-    at_us: int
-    amount: Decimal
-    currency: str
-    credit: Credit | None = None
-    revision: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ShareView:
-    """What this user was told about a share (``sharer_id`` None: not known yet)."""
-
-    version: int
-    sharer_id: str | None
-    depth: int | None
-    root_share_id: str | None
-    root_kol_id: str | None
-
-    def same_facts(self, other: ShareView) -> bool:
-        """Equal apart from the version."""
-        return (
-            self.sharer_id == other.sharer_id
-            and self.depth == other.depth
-            and self.root_share_id == other.root_share_id
-            and self.root_kol_id == other.root_kol_id
-        )
-
-
-@dataclass(slots=True)
-class UserState:
-    """State of one user. Times are event-time µs since the epoch."""
-
-    brand_id: str
-    user_id: str
-    watermark_us: int = NO_WATERMARK
-    #: Version of the last LoyaltyRow emitted.
-    version: int = 0
-    counters: LoyaltyCounters = field(default_factory=LoyaltyCounters)
-    #: The earliest touch among history already dropped (the acquisition, once set).
-    folded_acquisition: Touch | None = None
-    #: Every on-time event within the horizon: event id -> event time (dedup).
-    seen: dict[str, int] = field(default_factory=dict)
-    #: ``seen`` as sorted (event time, event id), for dropping old history.
-    timeline: list[tuple[int, str]] = field(default_factory=list)
-    #: Recent touches and purchases, each sorted by (event time, event id).
-    touches: list[TouchItem] = field(default_factory=list)
-    purchases: list[PurchaseItem] = field(default_factory=list)
-    #: Shares that recent touches point at: what is known of them, and how many touches.
-    shares: dict[str, ShareView] = field(default_factory=dict)
-    share_refs: dict[str, int] = field(default_factory=dict)
-    #: Events judged too late: event id -> watermark then (kept for one allowed lateness).
-    late_ids: dict[str, int] = field(default_factory=dict)
-    koc_revision: int = 0
-    koc_since_us: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "brand_id": self.brand_id,
-            "user_id": self.user_id,
-            "watermark_us": self.watermark_us,
-            "version": self.version,
-            "counters": self.counters.to_dict(),
-            "folded_acquisition": _touch_to_list(self.folded_acquisition),
-            "timeline": [[at, eid] for at, eid in self.timeline],
-            "touches": [[t.event_id, t.at_us, t.share_id, t.kol_id] for t in self.touches],
-            "purchases": [
-                [
-                    p.event_id,
-                    p.order_id,
-                    p.at_us,
-                    str(p.amount),
-                    p.currency,
-                    None if p.credit is None else p.credit.to_dict(),
-                    p.revision,
-                ]
-                for p in self.purchases
-            ],
-            "shares": {
-                sid: [v.version, v.sharer_id, v.depth, v.root_share_id, v.root_kol_id]
-                for sid, v in self.shares.items()
-            },
-            "share_refs": self.share_refs,
-            "late_ids": self.late_ids,
-            "koc_revision": self.koc_revision,
-            "koc_since_us": self.koc_since_us,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UserState:
-        """Inverse of :meth:`to_dict`."""
-        timeline = [(at, eid) for at, eid in d["timeline"]]
-        return cls(
-            brand_id=d["brand_id"],
-            user_id=d["user_id"],
-            watermark_us=d["watermark_us"],
-            version=d["version"],
-            counters=LoyaltyCounters.from_dict(d["counters"]),
-            folded_acquisition=_touch_from_list(d["folded_acquisition"]),
-            seen={eid: at for at, eid in timeline},
-            timeline=timeline,
-            touches=[TouchItem(*t) for t in d["touches"]],
-            purchases=[
-                PurchaseItem(
-                    p[0],
-                    p[1],
-                    p[2],
-                    Decimal(p[3]),
-                    p[4],
-                    None if p[5] is None else Credit.from_dict(p[5]),
-                    p[6],
-                )
-                for p in d["purchases"]
-            ],
-            shares={sid: ShareView(*v) for sid, v in d["shares"].items()},
-            share_refs=dict(d["share_refs"]),
-            late_ids=dict(d["late_ids"]),
-            koc_revision=d["koc_revision"],
-            koc_since_us=d["koc_since_us"],
-        )
-
-
-def _touch_to_list(t: Touch | None) -> list[Any] | None:
-    if t is None:
-        return None
-    return [
-        t.event_id,
-        t.at_us,
-        t.kind.value,
-        t.kol_id,
-        t.share_id,
-        t.sharer_id,
-        t.share_depth,
-        t.root_share_id,
-    ]
-
-
-def _touch_from_list(raw: list[Any] | None) -> Touch | None:
-    if raw is None:
-        return None
-    return Touch(raw[0], raw[1], TouchKind(raw[2]), raw[3], raw[4], raw[5], raw[6], raw[7])
-
-
-class _Out:
     __slots__ = ("messages", "rows", "snapshot")
 
     def __init__(self) -> None:
@@ -260,7 +101,7 @@ class UserProcessor:
         """
         if state is None:
             state = UserState(message.brand_id, message.user_id, watermark_us=watermark_us)
-        out = _Out()
+        out = _StepOutput()
         self._advance(state, watermark_us)
         if isinstance(message, ShareResolved):
             self._on_share_resolved(state, message, out)
@@ -282,7 +123,7 @@ class UserProcessor:
 
     # -- events -------------------------------------------------------------
 
-    def _on_event(self, state: UserState, event: AnyEvent, out: _Out) -> None:
+    def _on_event(self, state: UserState, event: AnyEvent, out: _StepOutput) -> None:
         eid = event.event_id
         if eid in state.seen or eid in state.late_ids:
             return
@@ -328,7 +169,7 @@ class UserProcessor:
             else:
                 self._derive(state, item, out)
 
-    def _add_touch(self, state: UserState, item: TouchItem, out: _Out) -> None:
+    def _add_touch(self, state: UserState, item: TouchItem, out: _StepOutput) -> None:
         insort(state.touches, item, key=_by_time)
         sid = item.share_id
         if sid is None:
@@ -345,7 +186,7 @@ class UserProcessor:
             )
         )
 
-    def _on_share_resolved(self, state: UserState, msg: ShareResolved, out: _Out) -> None:
+    def _on_share_resolved(self, state: UserState, msg: ShareResolved, out: _StepOutput) -> None:
         sid = msg.share_id
         if sid not in state.share_refs:
             return
@@ -384,7 +225,7 @@ class UserProcessor:
             root_share_id=view.root_share_id,
         )
 
-    def _rederive(self, state: UserState, lo_us: int, hi_us: int, out: _Out) -> None:
+    def _rederive(self, state: UserState, lo_us: int, hi_us: int, out: _StepOutput) -> None:
         """Re-derive credits of purchases in [lo_us, hi_us] that are not final yet.
 
         A purchase is final once older than the watermark minus the allowed
@@ -399,7 +240,7 @@ class UserProcessor:
                 self._derive(state, item, out)
             i += 1
 
-    def _derive(self, state: UserState, item: PurchaseItem, out: _Out) -> None:
+    def _derive(self, state: UserState, item: PurchaseItem, out: _StepOutput) -> None:
         touches = state.touches
         shares = state.shares
         lo = item.at_us - self.config.window_us
@@ -434,56 +275,16 @@ class UserProcessor:
         if credit == old:
             return
         if old is not None:
-            out.rows.append(self._credit_row(state, item, old, -1))
+            out.rows.append(_credit_row(state, item, old, -1))
         item.revision += 1
         item.credit = credit
-        out.rows.append(self._credit_row(state, item, credit, +1))
+        out.rows.append(_credit_row(state, item, credit, +1))
         old_sharer = old.sharer_id if old is not None and old.kind is _REFERRAL_CREDIT else None
         new_sharer = credit.sharer_id if credit.kind is _REFERRAL_CREDIT else None
         if old_sharer is not None and old_sharer != new_sharer:
-            out.messages.append(self._referral(state, item, old_sharer, active=False))
+            out.messages.append(_referral(state, item, old_sharer, active=False))
         if new_sharer is not None:
-            out.messages.append(self._referral(state, item, new_sharer, active=True))
-
-    @staticmethod
-    def _credit_row(state: UserState, item: PurchaseItem, credit: Credit, sign: int) -> CreditRow:
-        return CreditRow(
-            brand_id=state.brand_id,
-            purchase_event_id=item.event_id,
-            order_id=item.order_id,
-            buyer_id=state.user_id,
-            purchased_at_us=item.at_us,
-            amount=item.amount,
-            currency=item.currency,
-            kind=credit.kind,
-            sharer_id=credit.sharer_id,
-            kol_id=credit.kol_id,
-            share_id=credit.share_id,
-            share_depth=credit.share_depth,
-            root_share_id=credit.root_share_id,
-            touch_event_id=credit.touch_event_id,
-            touched_at_us=credit.touched_at_us,
-            revision=item.revision,
-            sign=sign,
-        )
-
-    @staticmethod
-    def _referral(state: UserState, item: PurchaseItem, sharer: str, *, active: bool) -> Addressed:
-        return Addressed(
-            _SHARER,
-            state.brand_id,
-            sharer,
-            ReferralCredited(
-                brand_id=state.brand_id,
-                sharer_id=sharer,
-                purchase_event_id=item.event_id,
-                order_id=item.order_id,
-                buyer_id=state.user_id,
-                purchased_at_us=item.at_us,
-                revision=item.revision,
-                active=active,
-            ),
-        )
+            out.messages.append(_referral(state, item, new_sharer, active=True))
 
     # -- loyalty ------------------------------------------------------------
 
@@ -500,49 +301,7 @@ class UserProcessor:
 
     def _snapshot(self, state: UserState) -> LoyaltyRow:
         state.version += 1
-        c = state.counters
-        acq = self._acquisition(state)
-        amounts = c.amounts
-        if len(amounts) == 1:
-            currencies: tuple[str, ...] = tuple(amounts)
-            totals: tuple[Decimal, ...] = tuple(amounts.values())
-        else:
-            currencies = tuple(sorted(amounts))
-            totals = tuple([amounts[cur] for cur in currencies])
-        since = state.koc_since_us
-        if acq is None:
-            kind = kol = referrer = share = event = None
-            acquired_at = None
-        else:
-            kind, kol, referrer = acq.kind, acq.kol_id, acq.sharer_id
-            share, event, acquired_at = acq.share_id, acq.event_id, acq.at_us
-        # Positional: this runs once per event, and keywords cost more.
-        return LoyaltyRow(
-            state.brand_id,
-            state.user_id,
-            state.version,
-            c.clicks,
-            c.shares,
-            c.orders,
-            currencies,
-            totals,
-            c.first_seen_us,
-            c.last_seen_us,
-            c.first_purchase_us,
-            c.second_purchase_us,
-            c.last_purchase_us,
-            c.orders >= 2,
-            kind,
-            kol,
-            referrer,
-            share,
-            event,
-            acquired_at,
-            loyalty_tier(c.orders, amounts, since is not None, self.config.tiers),
-            since is not None,
-            since,
-            c.late_events,
-        )
+        return _loyalty_row(state, self._acquisition(state), self.config.tiers)
 
     # -- watermark ----------------------------------------------------------
 
@@ -584,3 +343,89 @@ class UserProcessor:
                 state.late_ids = kept
                 changed = True
         return changed
+
+
+def _credit_row(state: UserState, item: PurchaseItem, credit: Credit, sign: int) -> CreditRow:
+    return CreditRow(
+        brand_id=state.brand_id,
+        purchase_event_id=item.event_id,
+        order_id=item.order_id,
+        buyer_id=state.user_id,
+        purchased_at_us=item.at_us,
+        amount=item.amount,
+        currency=item.currency,
+        kind=credit.kind,
+        sharer_id=credit.sharer_id,
+        kol_id=credit.kol_id,
+        share_id=credit.share_id,
+        share_depth=credit.share_depth,
+        root_share_id=credit.root_share_id,
+        touch_event_id=credit.touch_event_id,
+        touched_at_us=credit.touched_at_us,
+        revision=item.revision,
+        sign=sign,
+    )
+
+
+def _referral(state: UserState, item: PurchaseItem, sharer: str, *, active: bool) -> Addressed:
+    return Addressed(
+        _SHARER,
+        state.brand_id,
+        sharer,
+        ReferralCredited(
+            brand_id=state.brand_id,
+            sharer_id=sharer,
+            purchase_event_id=item.event_id,
+            order_id=item.order_id,
+            buyer_id=state.user_id,
+            purchased_at_us=item.at_us,
+            revision=item.revision,
+            active=active,
+        ),
+    )
+
+
+def _loyalty_row(state: UserState, acq: Touch | None, tiers: TierRule) -> LoyaltyRow:
+    """The user's loyalty snapshot at ``state.version``, acquired by ``acq``."""
+    c = state.counters
+    amounts = c.amounts
+    if len(amounts) == 1:
+        currencies: tuple[str, ...] = tuple(amounts)
+        totals: tuple[Decimal, ...] = tuple(amounts.values())
+    else:
+        currencies = tuple(sorted(amounts))
+        totals = tuple([amounts[cur] for cur in currencies])
+    since = state.koc_since_us
+    if acq is None:
+        kind = kol = referrer = share = event = None
+        acquired_at = None
+    else:
+        kind, kol, referrer = acq.kind, acq.kol_id, acq.sharer_id
+        share, event, acquired_at = acq.share_id, acq.event_id, acq.at_us
+    # Positional: this runs once per event, and keywords cost more.
+    return LoyaltyRow(
+        state.brand_id,
+        state.user_id,
+        state.version,
+        c.clicks,
+        c.shares,
+        c.orders,
+        currencies,
+        totals,
+        c.first_seen_us,
+        c.last_seen_us,
+        c.first_purchase_us,
+        c.second_purchase_us,
+        c.last_purchase_us,
+        c.orders >= 2,
+        kind,
+        kol,
+        referrer,
+        share,
+        event,
+        acquired_at,
+        loyalty_tier(c.orders, amounts, since is not None, tiers),
+        since is not None,
+        since,
+        c.late_events,
+    )
