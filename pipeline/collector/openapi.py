@@ -14,7 +14,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from pipeline.collector.server import EVENTS_PATH
-from pipeline.contract.events import ClickEvent, Envelope, PurchaseEvent, RejectReason, ShareEvent
+from pipeline.contract.events import EVENT_MODELS, Envelope, RejectReason
 from pipeline.contract.http import (
     ErrorCode,
     ErrorResponse,
@@ -64,9 +64,7 @@ EVENTS_ERRORS: dict[int, tuple[str, list[ErrorCode]]] = {
 def _schemas() -> dict[str, Any]:
     _, top = models_json_schema(
         [
-            (ClickEvent, "validation"),
-            (ShareEvent, "validation"),
-            (PurchaseEvent, "validation"),
+            *[(model, "validation") for model in EVENT_MODELS],
             (Envelope, "validation"),
             (IngestResponse, "serialization"),
             (ErrorResponse, "serialization"),
@@ -149,9 +147,7 @@ def openapi_document() -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "oneOf": [
-                                        _ref("ClickEvent"),
-                                        _ref("ShareEvent"),
-                                        _ref("PurchaseEvent"),
+                                        *[_ref(model.__name__) for model in EVENT_MODELS],
                                         _ref("Envelope"),
                                     ]
                                 }

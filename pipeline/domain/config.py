@@ -1,4 +1,4 @@
-"""Domain rules' parameters: one frozen object, defaults from DESIGN.md.
+"""Domain rules' parameters: one frozen object, defaults as docs/domain.md states them.
 
 All durations are whole seconds of event time. The streaming layer builds a
 :class:`DomainConfig` from its settings and hands the same object to every

@@ -21,7 +21,7 @@ Two kinds of rows, both safe to insert twice:
 All times are event-time microseconds since the Unix epoch (UTC), named
 ``*_us``; amounts are exact :class:`~decimal.Decimal`. Rows are values,
 hashable by content: never mutate one (they are not ``frozen`` only because
-frozen dataclasses cost several microseconds more to build, once per event). ``to_dict`` gives a
+frozen dataclasses cost more to build, once per event). ``to_dict`` gives a
 JSON-safe dict (decimals as strings, tuples as lists) and ``row_from_dict``
 reverses it.
 """

@@ -4,7 +4,7 @@ The agents call one method per batch with what happened, in typed form (events, 
 letters), and never compute a metric themselves; :class:`Sensor` itself does nothing, so a
 test or an embedding can run the topology without Prometheus, or count what it needs by
 overriding a method. :class:`pipeline.metrics.PrometheusSensor` is the worker's.
-(After Faust's ``faust/sensors/base.py``, whose ``on_message_in`` and friends do the same
+(After Faust's ``faust.sensors.base``, whose ``on_message_in`` and friends do the same
 for Faust's own runtime.)
 """
 

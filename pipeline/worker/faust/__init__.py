@@ -1,5 +1,9 @@
 """Where siyu replaces Faust internals, each module named after the Faust module it
-overrides: ``aiokafka`` (``faust/transport/drivers/aiokafka.py``: message delivery, the
-consumer on the worker's loop, the fenced producer), ``recovery`` (``faust/tables/recovery.py``:
-changelogs read back a take at a time) and ``tables`` (``faust/tables/base.py``: changelog
-writes as whole record batches)."""
+overrides:
+
+- ``aiokafka`` overrides ``faust.transport.drivers.aiokafka``: message delivery without a
+  race of tasks, the consumer on the worker's own loop, a producer the freeze fence guards;
+- ``recovery`` overrides ``faust.tables.recovery``: changelogs read back a take at a time;
+- ``tables`` overrides the changelog writes of ``faust.tables``: a batch's table writes as
+  whole record batches, put into the stores once Kafka confirmed them.
+"""

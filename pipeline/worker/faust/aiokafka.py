@@ -6,9 +6,10 @@ Two costs of Faust's aiokafka consumer that siyu's workers paid without gain.
 Faust's consumer hands each fetched message to the conductor (which puts it into the
 queue of every channel reading its topic) by racing the delivery against a suspension of
 the flow (a rebalance), a stop and a crash: ``wait_first`` makes four tasks, waits for
-the first to finish and cancels the other three. That costs about 46 µs of CPU per message
-(``bench`` on this machine), and almost every delivery finishes without ever waiting: it
-only waits when a channel's queue is full or the conductor is re-subscribing.
+the first to finish and cancels the other three. That was a measurable
+share of a worker's CPU per message (docs/performance.md), and almost every delivery finishes
+without ever waiting: it only waits when a channel's queue is full or the conductor is
+re-subscribing.
 
 siyu's agents read envelopes of many events, so they rarely pay it; but a worker keeping a
 standby replica reads every changelog record, one message per key written, about one per
@@ -96,7 +97,7 @@ class SameLoopConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     reaches it through a queue of method calls: every fetch, commit and offset lookup is a
     call handed to that thread and a result handed back, each a wake-up of the other loop.
     Under live traffic a worker fetches many small takes, so the handing over, plus the
-    thread's own timers, cost a worker 5–10% of its CPU (measured A/B, docs/sizing.md).
+    thread's own timers, cost a worker a share of its CPU (docs/performance.md).
     Here the same service runs on the worker's loop and a call is a plain ``await``.
 
     What the thread bought is that heartbeats go on while the worker's loop is busy; here

@@ -6,8 +6,7 @@ as long as it holds the replica (``SIYU_STANDBY_REPLICAS``, 1 by default). Faust
 ``Recovery`` service takes those records from its queue one at a time, and each costs a
 ``wait_for`` (a task and a timer), a scan of every standby partition's remaining offsets and
 several turns of the event loop. Following a changelog that way cost about as much CPU per
-record as computing it: two workers with a standby replica each used 2.4 times the CPU per
-event of one worker (README, Performance).
+record as computing it (docs/performance.md).
 
 :class:`TakeAtATimeRecovery` replaces only that loop. It takes every record waiting in the
 queue at once and does, for each, what a record needs (skip it if its offset was seen,
