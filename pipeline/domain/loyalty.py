@@ -84,25 +84,26 @@ class LoyaltyCounters:
     #: Events counted here that were too late for attribution.
     late_events: int = 0
 
-    def _seen(self, at_us: int) -> None:
+    def seen(self, at_us: int) -> None:
+        """The user was active at event time ``at_us`` (any event)."""
         self.first_seen_us = _min(self.first_seen_us, at_us)
         self.last_seen_us = _max(self.last_seen_us, at_us)
 
     def count_click(self, at_us: int) -> None:
         """Count one click at event time ``at_us``."""
         self.clicks += 1
-        self._seen(at_us)
+        self.seen(at_us)
 
     def count_share(self, at_us: int) -> None:
         """Count one share at event time ``at_us``."""
         self.shares += 1
-        self._seen(at_us)
+        self.seen(at_us)
 
     def count_purchase(self, at_us: int, amount: Decimal, currency: str) -> None:
         """Count one order of ``amount`` ``currency`` at event time ``at_us``."""
         self.orders += 1
         self.amounts[currency] = self.amounts.get(currency, Decimal(0)) + amount
-        self._seen(at_us)
+        self.seen(at_us)
         first = self.first_purchase_us
         if first is None:
             self.first_purchase_us = at_us

@@ -133,8 +133,10 @@ class UserProcessor:
             counters.count_click(at)
         elif isinstance(event, ShareEvent):
             counters.count_share(at)
-        else:
+        elif isinstance(event, PurchaseEvent):
             counters.count_purchase(at, event.amount, event.currency)
+        else:  # a type with no count of its own: the user was active, nothing more
+            counters.seen(at)
         out.snapshot = True
         if at < state.watermark_us - self.config.lateness_us:
             counters.late_events += 1

@@ -25,7 +25,7 @@ from pipeline.contract.deadletter import (
     H_TOPIC,
 )
 from pipeline.contract.envelopes import MAX_MESSAGE_BYTES, json_array_chunks
-from pipeline.contract.events import AnyEvent, PurchaseEvent, ShareEvent
+from pipeline.contract.events import AnyEvent
 from pipeline.domain.rows import ROW_TYPES as DOMAIN_ROW_TYPES
 from pipeline.domain.rows import Row as DomainRow
 from pipeline.domain.rows import coalesce_snapshots
@@ -179,15 +179,13 @@ def _ts(value: Any) -> int:
 def event_row(event: AnyEvent, partition: int, offset: int, ingested_at: int) -> Values:
     """The ``events`` row of an accepted event (columns of :data:`EVENTS`).
 
-    ``ingested_at`` is wall time in POSIX seconds; absent optional ids become ``''``.
+    Any event type: a column takes the event's field of the same name, and a type without
+    that field gives the column's empty value (``''``, amount ``'0'``), as does an absent
+    optional field. ``ingested_at`` is wall time in POSIX seconds.
     """
-    order_id, amount, currency, parent, target = "", "0", "", "", ""
-    if isinstance(event, PurchaseEvent):
-        order_id, amount, currency = event.order_id, str(event.amount), event.currency
-    else:
-        target = event.target_id or ""
-        if isinstance(event, ShareEvent):
-            parent = event.parent_share_id or ""
+    get = event.__dict__.get  # a model's fields; no getattr per column on the hot path
+    amount = get("amount")
+    properties = event.properties
     return [
         event.brand_id,
         event.event_id,
@@ -198,13 +196,13 @@ def event_row(event: AnyEvent, partition: int, offset: int, ingested_at: int) ->
         event.channel,
         event.kol_id or "",
         event.campaign_id or "",
-        event.share_id or "",
-        parent,
-        target,
-        order_id,
-        amount,
-        currency,
-        orjson.dumps(event.properties).decode() if event.properties else "",
+        get("share_id") or "",
+        get("parent_share_id") or "",
+        get("target_id") or "",
+        get("order_id") or "",
+        "0" if amount is None else str(amount),
+        get("currency") or "",
+        orjson.dumps(properties).decode() if properties else "",
         _ts(event.received_at),
         ingested_at,
         partition,
