@@ -42,8 +42,9 @@ reset: ## Stop the stack and delete its data (keeps downloads)
 migrate: up ## Create or upgrade the ClickHouse schema
 	$(VENV)/bin/siyu migrate
 
-schemas: install ## Regenerate schemas/ from the Pydantic models
+schemas: install ## Regenerate schemas/ (JSON Schemas, the collector's OpenAPI) from the models
 	$(VENV)/bin/siyu schemas
+	$(VENV)/bin/siyu openapi
 
 demo: migrate ## Set up, start the stack, run the pipeline on generated events, print results
 	$(VENV)/bin/siyu demo

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 
+from pipeline.contract.events import ClickEvent
 from pipeline.sink.clickhouse import ServerVersion
 from pipeline.sink.migrations import feature_types, load_migrations, migrate
-from pipeline.sink.rows import DEAD_LETTERS, EVENTS
+from pipeline.sink.rows import DEAD_LETTERS, EVENTS, event_row
 from tests.chdb_client import ChdbClient
 
 
@@ -35,28 +37,16 @@ def test_migrations_apply_once_and_record_themselves(chdb: ChdbClient) -> None:
 def test_replayed_rows_count_once_in_the_unique_views(chdb: ChdbClient) -> None:
     version = ServerVersion.parse(str(chdb.execute("SELECT version()")[0][0]))
     migrate(chdb, "siyu_chdb2", version, log=lambda _: None)  # type: ignore[arg-type]
-    row = [
-        "b",
-        "e1",
-        "click",
-        1,
-        "u",
-        1_795_399_200,
-        "app",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "0",
-        "",
-        "",
-        0,
-        1_795_399_300,
-        0,
-        7,
-    ]
+    event = ClickEvent(
+        type="click",
+        event_id="e1",
+        schema_version=1,
+        brand_id="b",
+        user_id="u",
+        occurred_at=dt.datetime.fromtimestamp(1_795_399_200, dt.UTC),
+        channel="app",
+    )
+    row = event_row(event, 0, 7, 1_795_399_300)
     for _ in range(3):
         chdb.execute(f"INSERT INTO siyu_chdb2.events ({', '.join(EVENTS.columns)}) VALUES", [row])
     assert chdb.execute("SELECT count() FROM siyu_chdb2.events_unique")[0][0] == 1
