@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 
 from pipeline.contract.events import RejectReason
 from pipeline.sink.clickhouse import client_from_url
-from pipeline.sink.rows import TABLES
+from pipeline.sink.rows import SINK_TABLES
 from tests.integration import cluster
 from tests.integration.cluster import ClusterEnv
 from tests.integration.pipeline_env import running_worker, wait_for
@@ -79,7 +79,7 @@ def replica_rows(port: int, database: str) -> dict[str, list[str]]:
         table: sorted(
             repr(r) for r in node_query(port, database, f"SELECT * FROM {table}_local FINAL")
         )
-        for table in TABLES
+        for table in SINK_TABLES
     }
 
 
@@ -134,7 +134,7 @@ def test_cluster_schema_and_a_replica_outage(
         engines = dict(
             node_query(port, db, f"SELECT name, engine FROM system.tables WHERE database = '{db}'")
         )
-        for table in TABLES:
+        for table in SINK_TABLES:
             assert engines[table] == "Distributed"
             assert engines[f"{table}_local"].startswith("Replicated")
     again = cenv.siyu("migrate")
@@ -201,7 +201,7 @@ def test_two_migrations_at_once_through_different_nodes(
         assert third.returncode == 0 and "schema is up to date" in third.stdout, third.stderr
         for port in ch_ports:
             names = {r[0] for r in node_query(port, db, "SHOW TABLES")}
-            assert {*TABLES, *(f"{t}_local" for t in TABLES), *VIEW_COLUMNS} <= names
+            assert {*SINK_TABLES, *(f"{t}_local" for t in SINK_TABLES), *VIEW_COLUMNS} <= names
     finally:
         node_query(
             ch_ports[0],
