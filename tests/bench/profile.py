@@ -46,14 +46,14 @@ from tests.integration.pipeline_env import REPO, wait_for
 #: step inside a state batch is the domain's, the rest of that batch is the agent's own.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ClickHouse client (the sink's insert thread)", ("ClickHouseWriter._insert_sync",)),
-    ("publishing output: encoding rows and messages, producing", ("Topology.publish",)),
-    ("writing state: encoding states, changelog batches", ("Topology.write_tables",
-                                                           "_KeyBatch.write_back")),
+    ("publishing output: encoding rows and messages, producing", ("Checkpoint.publish",)),
+    ("writing state: encoding states, changelog batches", ("Checkpoint.write_tables",
+                                                           "KeyBatch.write_back")),
     ("decoding messages between agents", ("Addressed.from_dict",)),
-    ("domain steps (pipeline/domain)", ("_KeyBatch.step", "_KeyBatch.expire")),
+    ("domain steps (pipeline/domain)", ("KeyBatch.step", "KeyBatch.expire")),
     ("metrics", ("pipeline/metrics.py",)),
-    ("ingest: decoding, validating, routing events", ("Topology._ingest_batch",)),
-    ("state agents: the rest of a batch", ("Topology._state_batch",)),
+    ("ingest: decoding, validating, routing events", ("IngestAgent.ingest_batch",)),
+    ("state agents: the rest of a batch", ("StateAgent.state_batch",)),
     ("sink: consuming and decoding row batches", ("SinkService.",)),
 )  # fmt: skip
 OTHER = "Faust, aiokafka, asyncio and threads (everything else)"

@@ -11,8 +11,8 @@ from tests.integration.pipeline_env import REPO
 def test_a_sample_counts_for_the_first_part_on_its_stack(tmp_path: Path) -> None:
     # py-spy names files relative to their sys.path entry; absolute paths are cut alike.
     loop = "run_forever (asyncio/base_events.py:600)"
-    batch = "Topology._state_batch (pipeline/worker/topology.py:296)"
-    step = f"_KeyBatch.step ({REPO}/pipeline/topology.py:575)"  # wherever the checkout is
+    batch = "StateAgent.state_batch (pipeline/worker/state.py:81)"
+    step = f"KeyBatch.step ({REPO}/pipeline/worker/state.py:318)"  # wherever the checkout is
     user = "UserProcessor.step (pipeline/domain/users.py:253)"
     insert = "ClickHouseWriter._insert_sync (pipeline/sink/writer.py:83)"
     column = "String.write_items (/v/lib/python3.11/site-packages/clickhouse_driver/c.py:9)"
@@ -34,7 +34,7 @@ def test_a_sample_counts_for_the_first_part_on_its_stack(tmp_path: Path) -> None
     modules = dict(got["modules"])
     assert modules["clickhouse_driver"] == 0.1
     assert modules["asyncio"] == 0.1
-    assert modules["pipeline/worker/topology.py"] == 0.2
+    assert modules["pipeline/worker/state.py"] == 0.2
 
 
 def test_a_sample_counts_for_the_thread_that_runs_its_stack(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_a_sample_counts_for_the_thread_that_runs_its_stack(tmp_path: Path) -> N
     admin = f"{thread};NetworkSelector.run_forever (kafka/net/selector.py:239)"
     raw = tmp_path / "samples.txt"
     raw.write_text(
-        f"{main};Topology._state_batch (pipeline/worker/topology.py:296) 3\n"
+        f"{main};StateAgent.state_batch (pipeline/worker/state.py:81) 3\n"
         f"{main};{fetch} 2\n"
         f"{insert} 2\n"
         f"{admin} 3\n"
