@@ -414,14 +414,21 @@ def test_standby_copies_equal_their_actives_and_a_survivor_carries_on_from_them(
     assert users > 100, "the first half's users are in the tables"
 
     w1, w2 = start("w1", "w1-again.log"), start("w2", "w2-again.log")
+    survivor = [w2]
     try:
         w1.wait_ready()
         w2.wait_ready()
         assert w1.stop(signal.SIGKILL) == -signal.SIGKILL
-        send_paced(penv, small_scenario.arrival[half:])
+        # Taking w1's partitions over, the survivor may be given input past a hole that
+        # faust-streaming's consumer leaves after a rebalance; it then exits for a restart
+        # (the hole check), and the test restarts it as a supervisor would: from its own
+        # data directory, so still from its standby copies.
+        for step in in_steps(small_scenario.arrival[half:]):
+            send(penv, step)
+            settle_workers(penv, survivor, tmp_path)
     finally:
         w1.stop()
-        w2.stop()
+        survivor[0].stop()
     assert_equals_oracle(penv, expected)
     for log in tmp_path.glob("w*.log"):
         assert "changelog records failed" not in log.read_text(), log
