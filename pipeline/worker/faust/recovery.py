@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from time import monotonic
 from typing import Any
@@ -114,6 +115,29 @@ class TakeAtATimeRecovery(Recovery):
                     times.popleft()
             self._last_active_event_processed_at = after
 
+    async def _seek_offsets(
+        self, consumer: Any, tps: set[Any], offsets: Counter[Any], title: str
+    ) -> None:
+        """Seek each changelog partition to where reading it starts: Faust's own, except
+        that an offset Faust never learnt reads from the start as its -1 does, instead of
+        crashing the worker.
+
+        Faust gives a partition it adds with no persisted offset the offset None, and looks
+        up the real one only for the partitions assigned in the current round; a rebalance
+        in the middle of a recovery leaves a standby partition of an earlier round at None,
+        and seeking it raised ``ValueError: Offset must be a positive integer`` (seen in a
+        test that freezes one of two workers). Reading a changelog from its start is always
+        right (its records are applied in order); it only takes longer.
+        """
+        unknown = sorted(
+            f"{tp.topic}[{tp.partition}]"
+            for tp in tps
+            if not _known(offsets[tp]) and offsets[tp] != -1
+        )
+        if unknown:
+            log.warning("%s changelog offsets not known, read from the start: %s", title, unknown)
+        await consumer.seek_wait({tp: offsets[tp] if _known(offsets[tp]) else 0 for tp in tps})
+
     def _end_active_recovery_if_done(self) -> None:
         if self.in_recovery and not self.need_recovery():
             self.flush_buffers()  # what is left in the buffers goes into the stores first
@@ -130,6 +154,11 @@ class TakeAtATimeRecovery(Recovery):
                 self._standbys_span.finish()
                 self._standbys_span = None
             self.tables.on_standbys_ready()
+
+
+def _known(offset: Any) -> bool:
+    """Whether ``offset`` is one to seek to (-1, Faust's "none yet", is not)."""
+    return isinstance(offset, int) and offset >= 0
 
 
 def restore_positions(recovery: Recovery) -> dict[Partition, int]:
