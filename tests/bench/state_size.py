@@ -123,7 +123,7 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.batch)))
         return
     for n in args.events:
-        child = [sys.executable, "-m", "bench.state_size", "--one", str(n), "--batch"]
+        child = [sys.executable, "-m", "tests.bench.state_size", "--one", str(n), "--batch"]
         out = subprocess.run([*child, str(args.batch)], check=True, capture_output=True)
         print(report(json.loads(out.stdout)), flush=True)
 

@@ -213,7 +213,7 @@ def worker_state(
 
 def pure_state(n_events: int) -> dict[str, Any]:
     """tests/bench/state_size.py's measurement of the pure domain core, in a fresh process."""
-    child = [sys.executable, "-m", "bench.state_size", "--one", str(n_events)]
+    child = [sys.executable, "-m", "tests.bench.state_size", "--one", str(n_events)]
     done = subprocess.run(child, check=True, capture_output=True, text=True)
     m = json.loads(done.stdout)
     users = m["users"]
