@@ -136,6 +136,20 @@ class Checkpoint:
                 await asyncio.sleep(delay)
 
 
+async def run_batches(
+    stream: Any,
+    size: int,
+    within_s: float,
+    max_bytes: int,
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+) -> None:
+    """An agent's loop: take up to ``size`` events of ``stream`` or what ``within_s`` seconds
+    bring, and ``handle`` them in parts of at most ``max_bytes`` of input, the whole batch run
+    to completion before Faust may acknowledge it."""
+    async for batch in stream.take_events(size, within=within_s):
+        await run_to_completion(in_parts(batch, max_bytes, handle))
+
+
 async def run_to_completion(work: Awaitable[None]) -> None:
     """Await ``work``; if cancelled meanwhile, finish it first, then re-raise.
 

@@ -22,7 +22,7 @@ from pipeline.contract.events import AnyEvent, Reject, RejectReason, decode_mess
 from pipeline.domain import NO_WATERMARK, route_event, to_us
 from pipeline.settings import Settings
 from pipeline.sink.rows import event_row
-from pipeline.worker.checkpoint import BatchOutput, Checkpoint, in_parts, run_to_completion
+from pipeline.worker.checkpoint import BatchOutput, Checkpoint, run_batches
 from pipeline.worker.faust.tables import TableWrites, in_partition
 from pipeline.worker.relay import Router
 from pipeline.worker.sensor import Sensor
@@ -136,8 +136,9 @@ class IngestAgent:
     async def run(self, stream: Any) -> None:
         """The agent: the events topic's stream, a batch at a time."""
         s = self.s
-        async for batch in stream.take_events(s.ingest_batch, within=s.ingest_window_s):
-            await run_to_completion(in_parts(batch, s.batch_max_bytes, self.ingest_batch))
+        await run_batches(
+            stream, s.ingest_batch, s.ingest_window_s, s.batch_max_bytes, self.ingest_batch
+        )
 
     async def ingest_batch(self, batch: Sequence[Any]) -> None:
         started = time.monotonic()

@@ -26,7 +26,7 @@ from pipeline.contract.events import Reject, RejectReason, is_event
 from pipeline.contract.partitioning import partition_of, state_key
 from pipeline.domain import NO_WATERMARK, Addressed, KeyedProcessor, ProcessorName, StepResult
 from pipeline.settings import Settings
-from pipeline.worker.checkpoint import BatchOutput, Checkpoint, in_parts, run_to_completion
+from pipeline.worker.checkpoint import BatchOutput, Checkpoint, run_batches
 from pipeline.worker.faust.tables import TableWrites, in_partition, partition_db
 from pipeline.worker.ingest import YIELD_EVERY, source_of
 from pipeline.worker.relay import BAD_RELAY, Router, decode_relay
@@ -72,8 +72,9 @@ class StateAgent:
     async def run(self, stream: Any) -> None:
         """The agent: the processor's stream, a batch at a time."""
         s = self.s
-        async for batch in stream.take_events(s.processor_batch, within=s.processor_window_s):
-            await run_to_completion(in_parts(batch, s.batch_max_bytes, self.state_batch))
+        await run_batches(
+            stream, s.processor_batch, s.processor_window_s, s.batch_max_bytes, self.state_batch
+        )
 
     async def state_batch(self, batch: Sequence[Any]) -> None:
         started = time.monotonic()
